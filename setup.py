@@ -1,0 +1,73 @@
+"""agegender-kit: install with `pip install -e .` (add `[test]`, `[train]` as needed).
+
+Runtime needs numpy and onnx only. The Cython backend of kernels/ is compiled here
+when a C compiler and Cython are present; without them the package still installs
+and kernels.available_backends() says the Cython backend is unavailable.
+"""
+import os
+import sys
+
+from setuptools import find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class OptionalBuildExt(build_ext):
+    """Build the Cython extension if possible; otherwise warn and install without it."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no Cython, ...
+            self._warn(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._warn(exc)
+
+    @staticmethod
+    def _warn(exc):
+        sys.stderr.write(f"WARNING: the Cython backend was not built ({exc}); kernels will offer numba only\n")
+
+
+def cython_extensions():
+    sys.path.insert(0, os.path.join(HERE, "kernels"))
+    try:
+        from build_flags import cython_extensions as make  # kernels/build_flags.py: compiler flags in one place
+    except ImportError:
+        return []
+    finally:
+        sys.path.pop(0)
+    try:
+        return make()
+    except Exception as exc:  # e.g. Cython missing
+        sys.stderr.write(f"WARNING: Cython extension not configured ({exc})\n")
+        return []
+
+
+setup(
+    name="agegender-kit",
+    version="0.1.0",
+    description="Light-weight multi-task age/gender CNN: NumPy reference, Numba/Cython kernels, benchmark kit",
+    long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["refimpl", "kernels", "bench", "training", "agegender", "agegender.*"]),
+    package_data={"kernels": ["*.pyx", "*.pxd"]},
+    install_requires=["numpy>=1.22", "onnx>=1.14"],
+    extras_require={
+        "numba": ["numba>=0.57"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
+                 "numba>=0.57", "pillow>=9"],
+        "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
+        "image": ["pillow>=9"],
+        "plot": ["matplotlib>=3.5"],
+    },
+    setup_requires=[],
+    ext_modules=cython_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+    entry_points={"console_scripts": []},
+)

@@ -1,0 +1,67 @@
+"""python -m training {train, evaluate, export}: see --help of each."""
+import argparse
+import json
+import os
+import sys
+
+DEFAULT_DATA = os.environ.get("AGEGENDER_UTKFACE", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                                                                 "datasets", "UTKFace"))
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "agegender-kit")
+
+
+def _data_args(p):
+    p.add_argument("--data", default=DEFAULT_DATA, help="UTKFace folder (env AGEGENDER_UTKFACE)")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="where preprocessed arrays are cached (not the repo)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=0, help="use only this many images (smoke runs)")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train on UTKFace with the paper's loss")
+    _data_args(t)
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=4e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--out", default="runs/utkface")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--no-progress", dest="progress", action="store_false")
+    e = sub.add_parser("evaluate", help="metrics per head and for the ensemble on the holdout split")
+    _data_args(e)
+    e.add_argument("model", help="an ONNX file (run by refimpl) or a checkpoint .pt")
+    e.add_argument("--json", help="write the metrics here")
+    x = sub.add_parser("export", help="checkpoint -> ONNX file with the model card")
+    x.add_argument("checkpoint")
+    x.add_argument("output")
+    x.add_argument("--card", help="JSON file of model-card fields to store in metadata_props")
+    args = parser.parse_args(argv)
+
+    if args.command in ("train", "evaluate") and not os.path.isdir(args.data):
+        sys.exit(f"error: data folder {args.data} not found (expected UTKFace chips; set --data)")
+    if args.command == "train":
+        from .train import train
+
+        train(args)
+    elif args.command == "evaluate":
+        from .evaluate import evaluate
+
+        result = evaluate(args)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+    else:
+        from .evaluate import module_from_checkpoint
+        from .export import export
+
+        card = json.load(open(args.card)) if args.card else {}
+        export(module_from_checkpoint(args.checkpoint), args.output, card)
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

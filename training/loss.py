@@ -1,0 +1,37 @@
+"""The paper's weighted multi-task loss (formula 3) and the evaluation metrics."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# formula (3): the final head counts fully, the virtual outputs 0.3, the low-level branch 0.5
+HEAD_WEIGHTS = {"final": 1.0, "virtual": 0.3, "low": 0.5}
+HEADS = ("final", "virtual", "low")
+
+
+def paper_loss(out, age, male):
+    """sum over heads h of weight_h * (BCE(gender_h, male) + MAE(age_h, age)).
+
+    out: AgeGenderNet(..., logits=True) dict; age: float [N] years; male: float [N] in {0, 1}.
+    Returns (total, {head: its unweighted loss}) ."""
+    total, parts = 0.0, {}
+    for head, weight in HEAD_WEIGHTS.items():
+        bce = F.binary_cross_entropy_with_logits(out[f"gender_{head}_logit"][:, 0], male)
+        mae = F.l1_loss(out[f"age_{head}"][:, 0], age)
+        parts[head] = float((bce + mae).detach())
+        total = total + weight * (bce + mae)
+    return total, parts
+
+
+def metrics(age_pred, male_prob, age, male):
+    """MAE in years, CA(3) and CA(5) (share of ages within 3 and 5 years), gender accuracy; numpy inputs [N]."""
+    err = np.abs(np.asarray(age_pred, dtype=np.float64) - age)
+    correct = (np.asarray(male_prob) >= 0.5) == (np.asarray(male) >= 0.5)
+    return {"mae": float(err.mean()), "ca3": float((err <= 3).mean()), "ca5": float((err <= 5).mean()),
+            "gender_acc": float(correct.mean()), "n": int(len(err))}
+
+
+def all_metrics(outputs, age, male):
+    """{head or 'ensemble': metrics} from {output name: [N, 1] array} (as refimpl or the torch module give)."""
+    names = {"ensemble": ("age", "gender"), **{h: (f"age_{h}", f"gender_{h}") for h in HEADS}}
+    return {key: metrics(np.asarray(outputs[a])[:, 0], np.asarray(outputs[g])[:, 0], age, male)
+            for key, (a, g) in names.items()}

@@ -1,0 +1,96 @@
+"""Training loop: fixed seeds, checkpoints every epoch, resume, one JSON line of metrics per epoch."""
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import data, splits
+from .augment import augment
+from .loss import all_metrics, paper_loss
+from .model import AgeGenderNet
+
+
+def predict(model, images, batch_size=512):
+    """{output name: numpy [N, 1]} in eval mode."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).contiguous(
+                memory_format=torch.channels_last)
+            outs.append({k: v.numpy() for k, v in model(x).items()})
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def load_dataset(args):
+    samples = data.utkface(args.data)
+    if args.limit:
+        samples = samples.subset(range(0, len(samples), max(1, len(samples) // args.limit))[: args.limit])
+    images = data.preprocess_all(samples.paths, args.cache)
+    train_idx, val_idx = splits.holdout(len(samples), args.val_fraction, args.seed)
+    return samples, images, train_idx, val_idx
+
+
+def train(args, log=print):
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    samples, images, train_idx, val_idx = load_dataset(args)
+    ages, males = np.asarray(samples.ages, np.float32), np.asarray(samples.males, np.float32)
+    log(f"data: {len(samples)} images, train {len(train_idx)}, validation {len(val_idx)} "
+        f"(holdout, fraction {args.val_fraction}, seed {args.seed})")
+    model = AgeGenderNet().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    steps_per_epoch = max(1, len(train_idx) // args.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                   pct_start=0.15)
+    start_epoch, checkpoint = 0, os.path.join(args.out, "last.pt")
+    if args.resume and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch = state["epoch"] + 1
+        log(f"resumed from {checkpoint} at epoch {start_epoch}")
+    generator = torch.Generator().manual_seed(args.seed)
+    for epoch in range(start_epoch, args.epochs):
+        generator.manual_seed(args.seed * 1000 + epoch)          # resume gives the same batches
+        order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
+        model.train()
+        started, losses = time.time(), []
+        bar = _progress(range(steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}", args.progress)
+        for step in bar:
+            batch = np.sort(order[step * args.batch_size:(step + 1) * args.batch_size])
+            x = augment(torch.from_numpy(np.asarray(images[batch])), generator)
+            out = model(x.contiguous(memory_format=torch.channels_last), logits=True)
+            loss, _ = paper_loss(out, torch.from_numpy(ages[batch]), torch.from_numpy(males[batch]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        val = all_metrics(predict(model, images[val_idx]), ages[val_idx], males[val_idx])
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
+                  "seconds": round(time.time() - started, 1), "val": val}
+        with open(os.path.join(args.out, "log.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log(f"epoch {epoch + 1}: loss {record['loss']:.3f}, val MAE {val['ensemble']['mae']:.2f} "
+            f"gender {val['ensemble']['gender_acc']:.3f} ({record['seconds']} s)")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args)}, checkpoint + ".tmp")
+        os.replace(checkpoint + ".tmp", checkpoint)
+    return model
+
+
+def _progress(iterable, description, enabled):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, desc=description, leave=False)
