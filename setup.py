@@ -69,5 +69,5 @@ setup(
     setup_requires=[],
     ext_modules=cython_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["agegender = agegender.cli:main"]},
 )

@@ -45,10 +45,9 @@ class Model:
         return self._run(check_input(x), record=None)
 
     def trace(self, x):
-        """Every layer's output {layer name: array}, in execution order; the eight outputs come last."""
+        """Every layer's output {layer name: array}, in execution order, the eight outputs included."""
         record = {}
-        outputs = self._run(check_input(x), record)
-        record.update(outputs)
+        self._run(check_input(x), record)
         return record
 
     def _run(self, x, record):
@@ -87,15 +86,20 @@ class Model:
             return keep(head + ".gap", global_avg_pool(tensors[graph.block_output(spec.BLOCK_BY_NAME[block])]))
 
         out = {}
-        out["gender_virtual"] = sigmoid(fc("gender_virtual.fc", gap("gender_virtual", "gender_branch")))
-        out["age_virtual"] = fc("age_virtual.fc", gap("age_virtual", "age_branch"))
+
+        def output(name, value):
+            out[name] = keep(name, value)
+            return value
+
+        output("gender_virtual", sigmoid(fc("gender_virtual.fc", gap("gender_virtual", "gender_branch"))))
+        output("age_virtual", fc("age_virtual.fc", gap("age_virtual", "age_branch")))
         hidden = keep("top_head.act1", leaky_relu(fc("top_head.fc1", gap("top_head", "top")),
                                                   self.attrs["top_head.act1"]["alpha"]))
-        out["gender_final"] = sigmoid(fc("top_head.fc_gender", hidden))
-        out["age_final"] = fully_connected(hidden, w["top_head.fc_age.weight"], w["top_head.fc_age.bias"])
+        output("gender_final", sigmoid(fc("top_head.fc_gender", hidden)))
+        output("age_final", fully_connected(hidden, w["top_head.fc_age.weight"], w["top_head.fc_age.bias"]))
         low = fc("low_head.fc", gap("low_head", "low_branch"))
-        out["gender_low"] = sigmoid(keep("low_head.gender_logit", low[:, 0:1]))
-        out["age_low"] = np.ascontiguousarray(low[:, 1:2])
-        out["age"] = ensemble([out["age_final"], out["age_virtual"], out["age_low"]])
-        out["gender"] = ensemble([out["gender_final"], out["gender_virtual"], out["gender_low"]])
+        output("gender_low", sigmoid(keep("low_head.gender_logit", low[:, 0:1])))
+        output("age_low", np.ascontiguousarray(low[:, 1:2]))
+        output("age", ensemble([out["age_final"], out["age_virtual"], out["age_low"]]))
+        output("gender", ensemble([out["gender_final"], out["gender_virtual"], out["gender_low"]]))
         return {name: out[name] for name in spec.OUTPUT_NAMES}

@@ -49,13 +49,17 @@ def train(args, log=print):
     start_epoch, checkpoint = 0, os.path.join(args.out, "last.pt")
     if args.resume and os.path.exists(checkpoint):
         state = torch.load(checkpoint, weights_only=False)
+        if state["args"]["epochs"] != args.epochs:
+            raise SystemExit(f"error: {checkpoint} belongs to a {state['args']['epochs']}-epoch run (the learning-rate "
+                             f"schedule spans it); resume with --epochs {state['args']['epochs']}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch = state["epoch"] + 1
         log(f"resumed from {checkpoint} at epoch {start_epoch}")
     generator = torch.Generator().manual_seed(args.seed)
-    for epoch in range(start_epoch, args.epochs):
+    last_epoch = min(args.epochs, args.stop_after or args.epochs)
+    for epoch in range(start_epoch, last_epoch):
         generator.manual_seed(args.seed * 1000 + epoch)          # resume gives the same batches
         order = train_idx[torch.randperm(len(train_idx), generator=generator).numpy()]
         model.train()

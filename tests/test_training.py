@@ -1,0 +1,202 @@
+"""The PyTorch side: module vs spec, module vs its exported ONNX file, the paper's loss, data sets, a smoke run."""
+import csv
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the training tests need the train extra (pip install -e .[train])")
+
+import refimpl  # noqa: E402
+from conftest import assert_close, ort_session, utkface_dir  # noqa: E402
+from refimpl import spec  # noqa: E402
+from refimpl.golden import tolerance  # noqa: E402
+from training import data, splits  # noqa: E402
+from training.export import export  # noqa: E402
+from training.loss import HEAD_WEIGHTS, metrics, paper_loss  # noqa: E402
+from training.model import AgeGenderNet, load_onnx_weights, onnx_weights  # noqa: E402
+
+
+def randomized_module(seed=0):
+    """A module in eval mode with random, non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = AgeGenderNet()
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.3)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 2.0)
+        for name, param in model.named_parameters():
+            if ".bn" in name:
+                param.uniform_(0.5, 1.5) if name.endswith("weight") else param.normal_(0, 0.2)
+    return model.eval()
+
+
+def test_module_has_the_spec_parameters():
+    model = AgeGenderNet()
+    assert sum(p.numel() for p in model.parameters()) == 99_202
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert shapes == spec.parameter_shapes()
+
+
+def test_exported_file_agrees_with_module(tmp_path):
+    model = randomized_module(1)
+    path = tmp_path / "exported.onnx"
+    export(model, path, {"training": {"note": "test"}})
+    x = np.random.default_rng(2).random((5, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        expected = {k: v.numpy() for k, v in model(torch.from_numpy(x)).items()}
+    by_ort = dict(zip(spec.OUTPUT_NAMES, ort_session(path).run(None, {"image": x})))
+    by_refimpl = refimpl.load(path).forward(x)
+    for name in spec.OUTPUT_NAMES:
+        assert_close(f"onnxruntime {name}", expected[name], by_ort[name], tolerance(name))
+        assert_close(f"refimpl {name}", expected[name], by_refimpl[name], tolerance(name))
+    assert json.loads(refimpl.load(path).metadata["training"]) == {"note": "test"}
+
+
+def test_onnx_weights_round_trip():
+    model = randomized_module(3)
+    copy = load_onnx_weights(AgeGenderNet(), onnx_weights(model))
+    for (k, a), (_, b) in zip(model.state_dict().items(), copy.state_dict().items()):
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(a, b), k
+
+
+def test_paper_loss_is_formula_3():
+    model = randomized_module(4).train()
+    x = torch.rand(6, 3, 64, 64)
+    age, male = torch.tensor([20.0, 35, 50, 8, 70, 41]), torch.tensor([1.0, 0, 1, 0, 0, 1])
+    out = model(x, logits=True)
+    total, _ = paper_loss(out, age, male)
+
+    def bce(p):
+        p = p[:, 0].double()
+        return -(male * torch.log(p) + (1 - male) * torch.log(1 - p)).mean()
+
+    def mae(a):
+        return (a[:, 0].double() - age).abs().mean()
+
+    expected = ((bce(out["gender_final"]) + mae(out["age_final"]))
+                + 0.3 * (bce(out["gender_virtual"]) + mae(out["age_virtual"]))
+                + 0.5 * (bce(out["gender_low"]) + mae(out["age_low"])))
+    assert HEAD_WEIGHTS == {"final": 1.0, "virtual": 0.3, "low": 0.5}
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_metrics_on_a_hand_made_case():
+    m = metrics(age_pred=[10, 20, 30, 40], male_prob=[0.9, 0.2, 0.6, 0.4], age=[12, 26, 30, 44], male=[1, 0, 0, 0])
+    assert m["mae"] == pytest.approx((2 + 6 + 0 + 4) / 4)
+    assert (m["ca3"], m["ca5"], m["gender_acc"]) == (0.5, 0.75, 0.75)
+
+
+def test_splits_partition_the_data():
+    train, val = splits.holdout(100, 0.2, seed=5)
+    assert len(val) == 20 and not set(train) & set(val) and len(train) + len(val) == 100
+    assert np.array_equal(splits.holdout(100, 0.2, seed=5)[1], val)
+    folds = splits.kfold(23, k=5)
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(23))
+    lopo = splits.leave_one_person_out(["a", "b", "a", "c"])
+    assert [v.tolist() for _, v in lopo] == [[0, 2], [1], [3]]
+
+
+# ---- data set loaders on generated fixtures --------------------------------------------------------
+
+def write_chip(path, value=128, size=40):
+    from PIL import Image
+
+    Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+
+
+def test_utkface_loader_skips_and_counts_malformed(tmp_path):
+    for name in ["25_0_2_20170116174525125.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
+                 "7_1_0_20170109.jpg", "abc_1_0_2017.jpg.chip.jpg", "30_5_0_20170101.jpg.chip.jpg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(UserWarning, match="skipped 3 malformed"):
+        s = data.utkface(str(tmp_path))
+    assert sorted(zip(s.ages, s.males)) == [(7.0, 0.0), (25.0, 1.0), (39.0, 0.0)]    # 0 = male -> male label 1
+
+
+def test_fgnet_loader(tmp_path):
+    for name in ["001A02.JPG", "001A10b.JPG", "082A43.jpg", "readme.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        s = data.fgnet(str(tmp_path))
+    assert s.ages == [2.0, 10.0, 43.0] and s.subjects == ["001", "001", "082"]
+
+
+def test_megaage_asian_loader(tmp_path):
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "train_name.txt").write_text("1.jpg\n2.jpg\n3.jpg\n")
+    (tmp_path / "list" / "train_age.txt").write_text("23\nold\n57\n")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        s = data.megaage_asian(str(tmp_path))
+    assert s.ages == [23.0, 57.0] and s.paths[1].endswith(os.path.join("train", "3.jpg"))
+
+
+def test_morph2_and_generic_csv_loaders(tmp_path):
+    with open(tmp_path / "morph.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id_num", "photo", "age", "gender"])
+        w.writerows([["100", "a/1.jpg", "25", "M"], ["101", "a/2.jpg", "x", "F"], ["102", "a/3.jpg", "44", "F"]])
+    with pytest.warns(UserWarning, match="skipped 1"):
+        s = data.morph2(str(tmp_path / "morph.csv"))
+    assert list(zip(s.ages, s.males, s.subjects)) == [(25.0, 1.0, "100"), (44.0, 0.0, "102")]
+    (tmp_path / "faces.csv").write_text("path,age,gender\nf/1.png,31,female\nf/2.png,12,male\nf/3.png,9,?\n")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        s = data.generic_csv(str(tmp_path / "faces.csv"))
+    assert list(zip(s.ages, s.males)) == [(31.0, 0.0), (12.0, 1.0)]
+
+
+def test_training_preprocessing_is_refimpl_preprocess(tmp_path):
+    pytest.importorskip("PIL")
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 256, (50 + i * 30, 60, 3), dtype=np.uint8)).save(paths[-1])
+    arrays = data.preprocess_all(paths, workers=1)
+    for path, array in zip(paths, arrays):
+        np.testing.assert_array_equal(array, refimpl.preprocess(np.asarray(Image.open(path).convert("RGB"))))
+
+
+def test_smoke_training_and_export_round_trip(tmp_path):
+    """A few steps on a handful of generated chips, then export, then refimpl and ORT agree with the module."""
+    pytest.importorskip("PIL")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
+        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    from training.__main__ import main
+
+    out = tmp_path / "run"
+    main(["train", "--data", str(folder), "--cache", str(tmp_path / "cache"), "--epochs", "3", "--batch-size", "4",
+          "--val-fraction", "0.25", "--out", str(out), "--no-progress", "--threads", "1", "--stop-after", "2"])
+    log = [json.loads(line) for line in open(out / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [1, 2] and np.isfinite(log[-1]["loss"])
+    main(["train", "--data", str(folder), "--cache", str(tmp_path / "cache"), "--epochs", "3", "--batch-size", "4",
+          "--val-fraction", "0.25", "--out", str(out), "--no-progress", "--threads", "1", "--resume"])
+    assert [json.loads(line)["epoch"] for line in open(out / "log.jsonl")] == [1, 2, 3]
+    main(["export", str(out / "last.pt"), str(tmp_path / "smoke.onnx")])
+    model = refimpl.load(tmp_path / "smoke.onnx")
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    from training.evaluate import module_from_checkpoint
+
+    with torch.no_grad():
+        expected = module_from_checkpoint(str(out / "last.pt"))(torch.from_numpy(x))
+    for name in spec.OUTPUT_NAMES:
+        assert_close(name, expected[name].numpy(), model.forward(x)[name], tolerance(name))
+
+
+def test_utkface_folder_when_present():
+    folder = utkface_dir()
+    if not os.path.isdir(folder):
+        pytest.skip(f"UTKFace not found at {folder} (set AGEGENDER_UTKFACE); a user's machine has no data set")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = data.utkface(folder)
+    assert len(s) > 18_000 and min(s.ages) >= 1 and max(s.ages) <= 116 and set(s.males) == {0.0, 1.0}
