@@ -1,0 +1,197 @@
+/* conv_kernel.h: the fused conv + bias + Leaky-ReLU (+ 2x2 max pool) of the Cython backend, in C.
+ *
+ * How it differs from refimpl/conv2d.py: NHWC activations with a zero border (no padding
+ * tests), BatchNorm already folded into w and b (kernels/plan.py), weights packed
+ * [ky][kx][c_in][c_out_padded], and register blocking: a tile of RX output pixels x NV*8
+ * output channels stays in RX*NV vector accumulators while the whole (ky, kx, c_in)
+ * reduction runs; each step loads NV weight vectors once and reuses them for RX pixels.
+ * The max pool is applied to two conv rows kept in a small scratch buffer, before the bias
+ * and the activation (both are monotonic, so max-then-activate equals activate-then-max
+ * exactly).
+ *
+ * Portability: the vectors are GCC/Clang vector extensions (8 x float32), no intrinsics.
+ * gcc lowers them to whatever the target has: two SSE registers in a plain x86-64 build,
+ * one AVX register, two NEON registers on aarch64 (the Jetson Nano's Cortex-A57). On x86-64
+ * the same source is compiled twice, once for the baseline and once with
+ * __attribute__((target("avx2,fma"))), and the AVX2+FMA version is picked at run time with
+ * __builtin_cpu_supports, so a portable build (no -march) still uses AVX2/FMA here.
+ * Flags relied on (kernels/build_flags.py): -O3 (unrolls the constant RX/NV loops and keeps
+ * the accumulators in registers), gcc's default -ffp-contract=fast in GNU C mode (a*b+c ->
+ * FMA). No -ffast-math: the results stay IEEE float32 apart from FMA contraction and the
+ * summation order, which the tolerances of refimpl/golden.py allow for.
+ * On the board: AGEGENDER_NATIVE=1 pip install . adds -mcpu=native (gcc on the Nano: the
+ * Cortex-A57's NEON + FMA; or say AGEGENDER_CFLAGS="-mcpu=cortex-a57" explicitly).
+ */
+#ifndef AGEGENDER_CONV_KERNEL_H
+#define AGEGENDER_CONV_KERNEL_H
+
+#include <stddef.h>
+#include <string.h>
+
+#define AGK_LANES 8
+typedef float agk_v8 __attribute__((vector_size(32)));
+typedef float agk_v8u __attribute__((vector_size(32), aligned(4)));    /* unaligned loads and stores */
+typedef int agk_i8 __attribute__((vector_size(32)));
+typedef int agk_i8u __attribute__((vector_size(32), aligned(4)));
+
+#define AGK_INLINE static inline __attribute__((always_inline))
+
+AGK_INLINE agk_v8 agk_load(const float *p) { return *(const agk_v8u *)p; }
+AGK_INLINE void agk_store(float *p, agk_v8 v) { *(agk_v8u *)p = v; }
+
+/* x >= 0 ? x : alpha * x, lane by lane (-0.0 and NaN like refimpl's np.where(x >= 0, ...)) */
+AGK_INLINE agk_v8 agk_leaky(agk_v8 x, float alpha) {
+    agk_i8 keep = x >= (agk_v8){0, 0, 0, 0, 0, 0, 0, 0};
+    agk_v8 neg = x * alpha;
+    return (agk_v8)((keep & (agk_i8)x) | (~keep & (agk_i8)neg));
+}
+
+AGK_INLINE agk_v8 agk_max(agk_v8 a, agk_v8 b) {
+    agk_i8 take_a = a >= b;
+    return (agk_v8)((take_a & (agk_i8)a) | (~take_a & (agk_i8)b));
+}
+
+/* One tile: out[r][co0 + 8v + lane] for r < RX pixels of one row, v < NV vectors.
+ *   src:  the input at (row oy + ky0, col ox + kx0, channel ci0) for the tile's first pixel
+ *   w:    packed weights at [0][0][0][co0], c_out stride cbuf
+ *   dst:  the output at the tile's first pixel and channel co0, pixel stride dst_pix
+ *   bias: at co0, or NULL (accumulators start at 0 and the result is stored raw)      */
+AGK_INLINE void agk_tile(const int RX, const int NV, const float *src, ptrdiff_t row_stride,
+                         ptrdiff_t pix_stride, int cin, int k, int dil, const float *w, int cbuf,
+                         float *dst, ptrdiff_t dst_pix, const float *bias, float alpha) {
+    agk_v8 acc[4][3];
+    for (int v = 0; v < NV; v++) {
+        agk_v8 init = bias ? agk_load(bias + AGK_LANES * v) : (agk_v8){0, 0, 0, 0, 0, 0, 0, 0};
+        for (int r = 0; r < RX; r++) acc[r][v] = init;
+    }
+    for (int ky = 0; ky < k; ky++) {
+        for (int kx = 0; kx < k; kx++) {
+            const float *s = src + ky * dil * row_stride + kx * dil * pix_stride;
+            const float *wk = w + (ptrdiff_t)(ky * k + kx) * cin * cbuf;
+            for (int ci = 0; ci < cin; ci++) {
+                agk_v8 wv[3];
+                for (int v = 0; v < NV; v++) wv[v] = agk_load(wk + AGK_LANES * v);
+                for (int r = 0; r < RX; r++) {
+                    float x = s[r * pix_stride];
+                    for (int v = 0; v < NV; v++) acc[r][v] += x * wv[v];
+                }
+                s += 1;
+                wk += cbuf;
+            }
+        }
+    }
+    for (int r = 0; r < RX; r++)
+        for (int v = 0; v < NV; v++)
+            agk_store(dst + r * dst_pix + AGK_LANES * v, bias ? agk_leaky(acc[r][v], alpha) : acc[r][v]);
+}
+
+#define AGK_TILE_CASES(RX)                                                                              \
+    switch (nv) {                                                                                       \
+    case 3: agk_tile(RX, 3, s, row_stride, pix_stride, cin, k, dil, wc, cbuf, d, dst_pix, bc, alpha); break; \
+    case 2: agk_tile(RX, 2, s, row_stride, pix_stride, cin, k, dil, wc, cbuf, d, dst_pix, bc, alpha); break; \
+    default: agk_tile(RX, 1, s, row_stride, pix_stride, cin, k, dil, wc, cbuf, d, dst_pix, bc, alpha); break; \
+    }
+
+/* One output row of ow pixels, all cbuf channels. src points at the row's first receptive field. */
+AGK_INLINE void agk_conv_row(const float *src, ptrdiff_t row_stride, ptrdiff_t pix_stride, int cin, int k,
+                             int dil, const float *w, int cbuf, int ow, float *dst, ptrdiff_t dst_pix,
+                             const float *bias, float alpha) {
+    int co = 0;
+    while (co < cbuf) {
+        int left = (cbuf - co) / AGK_LANES;
+        int nv = left == 4 ? 2 : (left >= 3 ? 3 : left);        /* 7 -> 3 + 2 + 2, 4 -> 2 + 2 */
+        const float *wc = w + co;
+        const float *bc = bias ? bias + co : NULL;
+        int ox = 0;
+        for (; ox + 4 <= ow; ox += 4) {
+            const float *s = src + ox * pix_stride;
+            float *d = dst + ox * dst_pix + co;
+            AGK_TILE_CASES(4)
+        }
+        for (; ox < ow; ox++) {
+            const float *s = src + ox * pix_stride;
+            float *d = dst + ox * dst_pix + co;
+            AGK_TILE_CASES(1)
+        }
+        co += nv * AGK_LANES;
+    }
+}
+
+/* One fused stage over one image. Buffers are NHWC with a zero border:
+ *   src: [H + 2 sp, W + 2 sp, sc] at src, reading channels [ci0, ci0 + cin)
+ *   dst: [.. + 2 dp, .. + 2 dp, dc] at dst, writing channels [co0, co0 + cbuf) of its interior
+ *   conv output oh x ow (pooled: oh/2 x ow/2), weights [k][k][cin][cbuf], bias [cbuf]
+ *   scratch: 2 * ow * cbuf floats (pool only)                                              */
+AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
+                                    int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
+                                    int pool, int oh, int ow, const float *w, const float *b, float alpha,
+                                    float *scratch) {
+    ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix_stride = sc;
+    const float *base = src + (ptrdiff_t)(sp - pad) * row_stride + (sp - pad) * pix_stride + ci0;
+    float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
+    if (!pool) {
+        for (int oy = 0; oy < oh; oy++)
+            agk_conv_row(base + oy * row_stride, row_stride, pix_stride, cin, k, dil, w, cbuf, ow,
+                         out + (ptrdiff_t)oy * dwp * dc, dc, b, alpha);
+        return;
+    }
+    int ph = oh / 2, pw = ow / 2;
+    for (int py = 0; py < ph; py++) {
+        for (int r = 0; r < 2; r++)
+            agk_conv_row(base + (2 * py + r) * row_stride, row_stride, pix_stride, cin, k, dil, w, cbuf,
+                         2 * pw, scratch + (ptrdiff_t)r * 2 * pw * cbuf, cbuf, NULL, alpha);
+        float *o = out + (ptrdiff_t)py * dwp * dc;
+        for (int px = 0; px < pw; px++) {
+            const float *a = scratch + (ptrdiff_t)(2 * px) * cbuf;
+            const float *c = scratch + (ptrdiff_t)(2 * pw + 2 * px) * cbuf;
+            for (int v = 0; v < cbuf; v += AGK_LANES) {
+                agk_v8 m = agk_max(agk_max(agk_load(a + v), agk_load(a + cbuf + v)),
+                                   agk_max(agk_load(c + v), agk_load(c + cbuf + v)));
+                agk_store(o + (ptrdiff_t)px * dc + v, agk_leaky(m + agk_load(b + v), alpha));
+            }
+        }
+    }
+}
+
+#define AGK_LAYER_ARGS                                                                                     \
+    const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst, int dwp, int dc, int dp, int co0, \
+        int cbuf, int k, int dil, int pad, int pool, int oh, int ow, const float *w, const float *b,          \
+        float alpha, float *scratch
+#define AGK_LAYER_CALL \
+    src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, k, dil, pad, pool, oh, ow, w, b, alpha, scratch
+
+static void agk_conv_layer_generic(AGK_LAYER_ARGS) { agk_conv_layer_impl(AGK_LAYER_CALL); }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
+/* the same code compiled for AVX2 + FMA, chosen at run time */
+__attribute__((target("avx2,fma"))) static void agk_conv_layer_avx2(AGK_LAYER_ARGS) {
+    agk_conv_layer_impl(AGK_LAYER_CALL);
+}
+static int agk_use_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#define AGK_HAVE_DISPATCH 1
+#endif
+
+typedef void (*agk_layer_fn)(AGK_LAYER_ARGS);
+
+/* -> the conv layer function for this CPU, and its name for available_backends() / the benchmark */
+static agk_layer_fn agk_select(const char **isa) {
+#ifdef AGK_HAVE_DISPATCH
+    if (agk_use_avx2()) {
+        *isa = "x86-64 + avx2/fma (runtime dispatch)";
+        return agk_conv_layer_avx2;
+    }
+    *isa = "x86-64 baseline (sse2)";
+#elif defined(__AVX2__)
+    *isa = "avx2 (compile-time -march)";
+#elif defined(__ARM_NEON) || defined(__aarch64__)
+    *isa = "neon";
+#else
+    *isa = "generic C vectors";
+#endif
+    return agk_conv_layer_generic;
+}
+
+#endif

@@ -1,0 +1,95 @@
+"""refimpl's operations with refimpl's names and signatures, on a backend's fused conv kernel.
+
+Each backend module (numba_backend.py, cython_backend.py) binds these to its own compiled
+`conv_layer` with `bind(backend)`, so `kernels.numba_backend.conv2d` and `refimpl.conv2d.conv2d`
+can be read and tested side by side. NCHW in and out like refimpl; inside, one NHWC copy with a
+zero border per call. These wrappers are for tests and single-op benchmarks: the Model runs the
+whole network in one compiled call instead.
+
+Fused operations, not in refimpl (their reference is the composition of refimpl's ops):
+    conv_bn_leaky(x, w, scale, bias, mean, var, eps, alpha, pad=0, dilation=1)
+        = leaky_relu(batch_norm(conv2d(x, w, pad=pad, dilation=dilation), scale, bias, mean, var, eps), alpha)
+    conv_bn_leaky_pool(...) = max_pool2x2(conv_bn_leaky(...))
+    conv_bias_leaky(x, w, b, alpha, pad=0, dilation=1, pool=False): the kernel itself, BatchNorm already folded.
+
+The cheap element-wise and head operations (batch_norm, leaky_relu, max_pool2x2, global_avg_pool,
+fully_connected, sigmoid, concat, ensemble) are refimpl's own, visibly: in the network they are fused
+into the conv stages or run in the compiled heads, and alone they are memory-bound NumPy one-liners.
+"""
+import numpy as np
+
+from refimpl.batch_norm import batch_norm
+from refimpl.concat import concat
+from refimpl.ensemble import ensemble
+from refimpl.fully_connected import fully_connected
+from refimpl.global_avg_pool import global_avg_pool
+from refimpl.leaky_relu import leaky_relu
+from refimpl.max_pool import max_pool2x2
+from refimpl.sigmoid import sigmoid
+
+from . import plan as planning
+
+__all__ = ["conv2d", "conv_bias_leaky", "conv_bn_leaky", "conv_bn_leaky_pool", "batch_norm", "leaky_relu",
+           "max_pool2x2", "global_avg_pool", "fully_connected", "sigmoid", "concat", "ensemble"]
+
+
+def _conv_bias_leaky(conv_layer, x, w, b, alpha, pad=0, dilation=1, pool=False):
+    """NCHW conv + bias + Leaky-ReLU(alpha) (+ max pool 2x2) through one backend's conv_layer."""
+    x = np.asarray(x, np.float32)
+    w = np.asarray(w, np.float32)
+    if x.ndim != 4 or w.ndim != 4 or w.shape[1] != x.shape[1] or w.shape[2] != w.shape[3]:
+        raise ValueError(f"conv2d: input {x.shape} does not fit weight {w.shape}")
+    n, c_in, h, width = x.shape
+    c_out, _, k, _ = w.shape
+    pad, dilation = int(pad), int(dilation)
+    oh, ow = h + 2 * pad - dilation * (k - 1), width + 2 * pad - dilation * (k - 1)
+    if oh < 1 or ow < 1 or pad < 0 or dilation < 1:
+        raise ValueError(f"conv2d: input {x.shape}, weight {w.shape}, pad {pad}, dilation {dilation}: empty output")
+    packed, bias = planning.pack_weights(w, None if b is None else np.asarray(b, np.float32))
+    cbuf = packed.shape[3]
+    ph, pw = (oh // 2, ow // 2) if pool else (oh, ow)
+    src = np.zeros((h + 2 * pad, width + 2 * pad, c_in), np.float32)
+    dst = np.empty((ph, pw, cbuf), np.float32)
+    row = np.zeros((1, planning.N_FIELDS), np.int64)
+    r = row[0]
+    r[planning.SRC_WP], r[planning.SRC_C], r[planning.SRC_P], r[planning.CIN] = width + 2 * pad, c_in, pad, c_in
+    r[planning.DST_WP], r[planning.DST_C], r[planning.CBUF] = pw, cbuf, cbuf
+    r[planning.K], r[planning.DIL], r[planning.PAD], r[planning.POOL] = k, dilation, pad, int(pool)
+    r[planning.OH], r[planning.OW] = oh, ow
+    alphas = np.array([alpha], np.float32)
+    scratch = np.zeros(max(2 * ow * cbuf, planning.LANES), np.float32)
+    out = np.empty((n, c_out, ph, pw), np.float32)
+    flat_w = packed.ravel()
+    for i in range(n):
+        src[pad: pad + h, pad: pad + width] = x[i].transpose(1, 2, 0)
+        if ph and pw:
+            conv_layer(src.ravel(), dst.ravel(), row, alphas, flat_w, bias, scratch)
+        out[i] = dst[:, :, :c_out].transpose(2, 0, 1)
+    return out
+
+
+def bind(conv_layer):
+    """The operations above on one backend's conv_layer -> {name: function}."""
+
+    def conv2d(x, w, b=None, pad=0, dilation=1):
+        """refimpl.conv2d.conv2d: [N, C_in, H, W] * [C_out, C_in, K, K] (+ b) -> [N, C_out, OH, OW]."""
+        return _conv_bias_leaky(conv_layer, x, w, b, 1.0, pad, dilation)      # Leaky-ReLU(1) is the identity
+
+    def conv_bias_leaky(x, w, b, alpha, pad=0, dilation=1, pool=False):
+        """leaky_relu(conv2d(x, w, b, pad, dilation), alpha), then max_pool2x2 if pool."""
+        return _conv_bias_leaky(conv_layer, x, w, b, alpha, pad, dilation, pool)
+
+    def conv_bn_leaky(x, w, scale, bias, mean, var, eps, alpha, pad=0, dilation=1):
+        """leaky_relu(batch_norm(conv2d(x, w, pad=pad, dilation=dilation), scale, bias, mean, var, eps), alpha)"""
+        wf, bf = planning.fold_batch_norm(np.asarray(w, np.float32), scale, bias, mean, var, eps)
+        return _conv_bias_leaky(conv_layer, x, wf, bf, alpha, pad, dilation)
+
+    def conv_bn_leaky_pool(x, w, scale, bias, mean, var, eps, alpha, pad=0, dilation=1):
+        """max_pool2x2(conv_bn_leaky(...)): an odd last row or column is dropped, as refimpl does."""
+        wf, bf = planning.fold_batch_norm(np.asarray(w, np.float32), scale, bias, mean, var, eps)
+        return _conv_bias_leaky(conv_layer, x, wf, bf, alpha, pad, dilation, pool=True)
+
+    return {"conv2d": conv2d, "conv_bias_leaky": conv_bias_leaky, "conv_bn_leaky": conv_bn_leaky,
+            "conv_bn_leaky_pool": conv_bn_leaky_pool, "batch_norm": batch_norm, "leaky_relu": leaky_relu,
+            "max_pool2x2": max_pool2x2, "global_avg_pool": global_avg_pool, "fully_connected": fully_connected,
+            "sigmoid": sigmoid, "concat": concat, "ensemble": ensemble}
