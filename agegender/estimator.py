@@ -1,0 +1,182 @@
+"""The Python API: photos or face chips in, faces with box, age and gender out.
+
+    from agegender import Estimator
+    est = Estimator()                        # bundled weights, fastest backend here
+    for face in est.predict("photo.jpg"):    # a path, bytes, or uint8 [H, W, 3] / [H, W] / [H, W, 4]
+        print(face.box, face.age, face.gender, face.male_probability)
+    est.predict_chips(chips)                 # already aligned 200 x 200 chips (any size works)
+
+A photo goes through: detect.FaceDetector (faces + dlib's 5 landmarks) -> align
+(UTKFace's dlib chip, 200 x 200) -> refimpl.preprocess (64 x 64) -> the network in
+batches. One Estimator may be shared by threads.
+"""
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import refimpl
+
+from . import align, backends, detect
+from .errors import ImageError
+from .images import as_rgb, read_image
+
+HEADS = ("age_final", "gender_final", "age_virtual", "gender_virtual", "age_low", "gender_low")
+BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: box (left, top, right, bottom, pixels, inclusive), age in years, gender and P(male)."""
+    box: tuple
+    age: float
+    gender: str
+    male_probability: float
+    heads: dict = field(default_factory=dict, repr=False)
+    landmarks: np.ndarray = field(default=None, repr=False, compare=False)
+    chip: np.ndarray = field(default=None, repr=False, compare=False)
+
+    def to_dict(self, heads=False):
+        """JSON-ready dict: box, age, gender, male_probability (and the six head outputs if heads)."""
+        out = {"box": list(self.box), "age": round(self.age, 2), "gender": self.gender,
+               "male_probability": round(self.male_probability, 4)}
+        if heads:
+            out.update({name: round(self.heads[name], 4) for name in HEADS})
+        return out
+
+
+def gender_of(male_probability):
+    """'male' when P(male) >= 0.5, else 'female'."""
+    return "male" if male_probability >= 0.5 else "female"
+
+
+class Estimator:
+    """Age and gender for every face in a photo, or for aligned face chips."""
+
+    def __init__(self, weights=None, backend="auto", threads=None, batch_size=BATCH_SIZE):
+        model, name = backends.load(weights, backend, threads)
+        self._setup(model, name, batch_size)
+
+    @classmethod
+    def from_model(cls, model, backend="custom", batch_size=BATCH_SIZE):
+        """Wrap any object with refimpl's forward(x) -> {name: [N, 1]} (another runtime, a test double)."""
+        self = cls.__new__(cls)
+        self._setup(model, backend, batch_size)
+        return self
+
+    def _setup(self, model, name, batch_size):
+        self.model, self.backend, self.batch_size = model, name, int(batch_size)
+        thread_safe = name == backends.REFERENCE or getattr(model, "thread_safe", False)
+        self._model_lock = None if thread_safe else threading.Lock()
+        self._detector, self._detector_lock = None, threading.Lock()
+
+    def __repr__(self):
+        return f"Estimator(backend={self.backend!r})"
+
+    # -- faces in photos ---------------------------------------------------------------------
+    @property
+    def detector(self):
+        """The face detector, built on first use. Raises DetectorUnavailableError without the extra."""
+        with self._detector_lock:
+            if self._detector is None:
+                self._detector = detect.FaceDetector()
+            return self._detector
+
+    def find_faces(self, image):
+        """Photo (path, bytes or array) -> [(Detection, uint8 chip [200, 200, 3])], largest face first."""
+        rgb = load_rgb(image)
+        found = []
+        for detection in self.detector(rgb):
+            chip = align.extract_chip(rgb, align.chip_transform(detection.landmarks))
+            found.append((detection, chip))
+        return found
+
+    def predict(self, image):
+        """Photo -> list of Face, largest first; empty when it shows no face. Raises ImageError for bad input."""
+        found = self.find_faces(image)
+        if not found:
+            return []
+        outputs = self.estimate([chip for _, chip in found])
+        return make_faces(outputs, [d.box for d, _ in found], [d.landmarks for d, _ in found],
+                          [chip for _, chip in found])
+
+    # -- aligned chips -------------------------------------------------------------------------
+    def predict_chips(self, chips):
+        """Aligned face chips -> list of Face with the whole chip as box.
+
+        chips: one uint8 chip [H, W], [H, W, 3] or [H, W, 4]; a batch uint8 [N, H, W, 3]; or a list of chips.
+        """
+        chips = split_chips(chips)
+        outputs = self.estimate(chips)
+        boxes = [(0, 0, c.shape[1] - 1, c.shape[0] - 1) for c in chips]
+        return make_faces(outputs, boxes, [None] * len(chips), [None] * len(chips))
+
+    def estimate(self, chips):
+        """List of uint8 chips -> {output name: float32 [N]}, the network run in batches of batch_size."""
+        if len(chips) == 0:
+            return {name: np.zeros(0, np.float32) for name in refimpl.spec.OUTPUT_NAMES}
+        parts = []
+        for start in range(0, len(chips), self.batch_size):
+            parts.append(self.forward(preprocess_batch(chips[start:start + self.batch_size])))
+        return {name: np.concatenate([p[name].reshape(-1) for p in parts]) for name in refimpl.spec.OUTPUT_NAMES}
+
+    def forward(self, x):
+        """float32 [N, 3, 64, 64] -> the backend's {name: [N, 1]}, serialized for backends not known to be thread-safe."""
+        if self._model_lock is None:
+            return self.model.forward(x)
+        with self._model_lock:
+            return self.model.forward(x)
+
+
+def load_rgb(image):
+    """Path, bytes, PIL image or array -> uint8 RGB [H, W, 3]. Raises ImageError."""
+    if isinstance(image, (str, bytes, bytearray, memoryview)) or hasattr(image, "__fspath__"):
+        return read_image(image)
+    return as_rgb(image)
+
+
+def preprocess_batch(chips):
+    """uint8 RGB chips -> float32 [N, 3, 64, 64]: refimpl.preprocess's resize, as two matrix products per size.
+
+    The same antialiased linear resize (refimpl.preprocess.resize_matrix), applied to all
+    chips of one size at once; equal to refimpl.preprocess up to float32 summation order
+    (tests/test_estimator.py checks 1e-6), and several times faster for 200 x 200 chips.
+    """
+    from refimpl.preprocess import resize_matrix
+
+    _, out_h, out_w = refimpl.spec.INPUT_SHAPE
+    x = np.empty((len(chips),) + refimpl.spec.INPUT_SHAPE, np.float32)
+    by_size = {}
+    for i, chip in enumerate(chips):
+        by_size.setdefault(chip.shape[:2], []).append(i)
+    for (h, w), index in by_size.items():
+        n = len(index)
+        planes = np.stack([chips[i] for i in index]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+        rows = resize_matrix(h, out_h).astype(np.float32)                            # [64, H]
+        cols = resize_matrix(w, out_w).astype(np.float32)                            # [64, W]
+        across = (planes.reshape(n * 3 * h, w) @ cols.T).reshape(n * 3, h, out_w)   # [3n, H, 64]
+        x[index] = np.clip(np.matmul(rows, across), 0.0, 1.0).reshape(n, 3, out_h, out_w)
+    return x
+
+
+def split_chips(chips):
+    """One chip, a [N, H, W, C] batch or a list -> list of uint8 RGB chips. Raises ImageError."""
+    if isinstance(chips, (list, tuple)):
+        return [as_rgb(c) for c in chips]
+    array = np.asarray(chips)
+    if array.ndim == 4:
+        return [as_rgb(c) for c in array]
+    if array.ndim in (2, 3):
+        return [as_rgb(array)]
+    raise ImageError(f"chips shape is {list(array.shape)}, expected [H, W(, C)], [N, H, W, C] or a list of chips")
+
+
+def make_faces(outputs, boxes, landmarks, chips):
+    """Network outputs {name: [N]} and per-face geometry -> list of Face."""
+    faces = []
+    for i, box in enumerate(boxes):
+        heads = {name: float(outputs[name][i]) for name in refimpl.spec.OUTPUT_NAMES}
+        p = heads["gender"]
+        faces.append(Face(tuple(int(v) for v in box), heads["age"], gender_of(p), p, heads,
+                          landmarks[i], chips[i]))
+    return faces

@@ -1,0 +1,59 @@
+"""Test inputs for the estimator and CLI tests: synthetic images made here, UTKFace chips where the dataset is.
+
+UTKFace (non-commercial research license) is read in place and never copied into the
+repository: AGEGENDER_UTKFACE, else ../shared/datasets/UTKFace from the repository root.
+"""
+import io
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UTKFACE = os.environ.get("AGEGENDER_UTKFACE") or os.path.join(ROOT, "..", "shared", "datasets", "UTKFace")
+
+
+def utkface_chips(count, offset=7, step=97):
+    """Paths of `count` UTKFace chips spread over the set (fixed choice), or skip saying why."""
+    if not os.path.isdir(UTKFACE):
+        pytest.skip(f"UTKFace not found at {UTKFACE} (set AGEGENDER_UTKFACE)")
+    names = sorted(n for n in os.listdir(UTKFACE) if n.endswith(".jpg"))
+    return [os.path.join(UTKFACE, n) for n in names[offset::step][:count]]
+
+
+def needs_detector():
+    """Skip unless the `detect` extra (dlib-bin + face-recognition-models) is installed."""
+    from agegender import detect
+
+    if not detect.available():
+        pytest.skip("face detector extra not installed: pip install 'agegender-kit[detect]'")
+
+
+def random_chips(n, size=200, seed=0):
+    """uint8 [n, size, size, 3]: smooth random colour fields (not faces, but not flat either)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((n, 8, 8, 3))
+    full = np.kron(coarse, np.ones((1, size // 8 + 1, size // 8 + 1, 1)))[:, :size, :size]
+    return np.round(255 * np.clip(full + 0.1 * rng.standard_normal(full.shape), 0, 1)).astype(np.uint8)
+
+
+def encode(array, fmt, **options):
+    """uint8 array -> bytes of an image file in Pillow format `fmt` (PNG, JPEG, BMP, WEBP)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def scene_with_chip(chip, scale, angle, width=640, height=480, seed=0, background=110):
+    """A chip pasted into a larger gray photo, scaled and rotated (PIL, independent of align.py)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    size = int(round(chip.shape[0] * scale))
+    face = Image.fromarray(chip).resize((size, size), Image.BILINEAR)
+    face = face.rotate(angle, resample=Image.BILINEAR, expand=True, fillcolor=(background,) * 3)
+    canvas = Image.new("RGB", (width, height), (background,) * 3)
+    canvas.paste(face, (int(rng.integers(0, width - face.width)), int(rng.integers(0, height - face.height))))
+    return np.asarray(canvas)

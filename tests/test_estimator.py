@@ -1,0 +1,177 @@
+"""agegender.Estimator: results equal the reference network's, backend choice, threads, memory."""
+import sys
+import threading
+import tracemalloc
+import types
+
+import numpy as np
+import pytest
+
+import refimpl
+from agegender import Estimator, ImageError, backends
+from agegender.estimator import preprocess_batch
+from agegender_testdata import random_chips
+
+# A kernel backend folds BatchNorm into the convolutions and sums in another order: float32
+# rounding differs by a few ulps per layer over 20 layers. Ages are tens of years, so 1e-3 years
+# absolute is ~30 ulps at that size; probabilities are in [0, 1], 1e-4 absolute.
+KERNEL_AGE_ATOL, KERNEL_PROB_ATOL = 1e-3, 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference(reference_model_path):
+    return Estimator(reference_model_path, backend="refimpl")
+
+
+def reference_outputs(path, chips):
+    x = np.stack([refimpl.preprocess(c) for c in chips])
+    return refimpl.load(path).forward(x)
+
+
+def test_predict_chips_equals_the_reference_network(reference, reference_model_path):
+    chips = list(random_chips(3)) + [random_chips(1, size=48, seed=1)[0][:, :, 0]]   # three RGB, one gray
+    faces = reference.predict_chips(chips)
+    expected = reference_outputs(reference_model_path, chips)
+    assert [f.box for f in faces] == [(0, 0, 199, 199)] * 3 + [(0, 0, 47, 47)]
+    # the batched resize differs from refimpl.preprocess by float32 summation order only (< 1e-6 per
+    # pixel, test below); through 20 layers that stays well under 1e-4 years and 1e-5 in probability
+    np.testing.assert_allclose([f.age for f in faces], expected["age"][:, 0], rtol=0, atol=1e-4)
+    np.testing.assert_allclose([f.male_probability for f in faces], expected["gender"][:, 0], rtol=0, atol=1e-5)
+    for face in faces:
+        assert face.gender == ("male" if face.male_probability >= 0.5 else "female")
+        assert set(face.heads) == set(refimpl.spec.OUTPUT_NAMES)
+
+
+def test_batched_preprocessing_equals_refimpl_preprocess():
+    """Same resize as refimpl.preprocess; 1e-6 allows float32 sums of up to ~200 terms in [0, 1] in another order."""
+    chips = list(random_chips(5)) + list(random_chips(2, size=24, seed=1)) + [random_chips(1, size=7, seed=2)[0]]
+    chips.append(np.ascontiguousarray(random_chips(1, size=300, seed=3)[0][:, :130]))
+    got = preprocess_batch(chips)
+    want = np.stack([refimpl.preprocess(c) for c in chips])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_chips_in_every_accepted_form_agree(reference):
+    chips = random_chips(4, seed=2)
+    batch = [f.age for f in reference.predict_chips(chips)]
+    as_list = [f.age for f in reference.predict_chips(list(chips))]
+    one_by_one = [reference.predict_chips(c)[0].age for c in chips]
+    rgba = np.concatenate([chips, np.full(chips.shape[:3] + (1,), 255, np.uint8)], axis=3)
+    opaque = [f.age for f in reference.predict_chips(rgba)]
+    # batch of 1 vs 4: the same arithmetic per image in float32; allow accumulation-order ulps
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-5)
+    assert batch == as_list == opaque
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((8, 8, 3), np.float32), "dtype"),
+    (np.zeros((8, 8, 2), np.uint8), "shape"),
+    (np.zeros((0, 8, 3), np.uint8), "no pixels"),
+    (np.zeros((2, 2, 8, 8, 3), np.uint8), "shape"),
+    ("not an array", "shape"),
+])
+def test_bad_chip_arrays_raise_image_error(reference, bad, match):
+    with pytest.raises(ImageError, match=match):
+        reference.predict_chips(bad)
+
+
+def test_predict_needs_an_image(reference):
+    with pytest.raises(ImageError):
+        reference.predict(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ImageError, match="not a JPEG"):
+        reference.predict(b"definitely not an image")
+
+
+def test_auto_backend_agrees_with_the_reference(reference, reference_model_path):
+    auto = Estimator(reference_model_path)
+    assert auto.backend in backends.available()
+    chips = random_chips(6, seed=3)
+    got, want = auto.estimate(list(chips)), reference.estimate(list(chips))
+    for name in refimpl.spec.OUTPUT_NAMES:
+        atol = KERNEL_PROB_ATOL if name.startswith("gender") else KERNEL_AGE_ATOL
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=atol, err_msg=f"{name}, {auto.backend}")
+
+
+@pytest.mark.parametrize("kernels_module", [
+    types.ModuleType("kernels"),                                               # empty: being written
+    types.SimpleNamespace(available_backends=lambda: ["numba"],
+                          load=lambda *a, **k: (_ for _ in ()).throw(RuntimeError("half-built"))),
+    types.SimpleNamespace(available_backends=lambda: (_ for _ in ()).throw(OSError("no compiler"))),
+])
+def test_auto_falls_back_to_refimpl_when_kernels_are_incomplete(monkeypatch, kernels_module):
+    monkeypatch.setitem(sys.modules, "kernels", kernels_module)
+    assert Estimator(backend="auto").backend == "refimpl"
+
+
+def test_unknown_backend_and_bad_weights_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="not available here"):
+        Estimator(backend="tensorflow")
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"\x08\x01garbage")
+    for backend in ("refimpl", "auto"):
+        with pytest.raises(refimpl.ModelFileError) as info:
+            Estimator(bad, backend=backend)
+        assert "\n" not in str(info.value)
+
+
+def test_four_threads_give_the_same_results_as_one(reference_model_path):
+    """Shared Estimator (default backend, and refimpl), 4 threads each predicting other chips repeatedly."""
+    chips = random_chips(16, size=64, seed=4)
+    for estimator in (Estimator(reference_model_path), Estimator(reference_model_path, backend="refimpl")):
+        expected = [[f.age for f in estimator.predict_chips(chips[i::4])] for i in range(4)]
+        results, errors = [[] for _ in range(4)], []
+
+        def work(i):
+            try:
+                for _ in range(3):
+                    results[i].append([f.age for f in estimator.predict_chips(chips[i::4])])
+            except Exception as exc:  # noqa: BLE001 - reported below, with the thread
+                errors.append((i, exc))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for i in range(4):
+            assert results[i] == [expected[i]] * 3, f"thread {i}, backend {estimator.backend}"
+
+
+class ConstantModel:
+    """A stand-in network: the estimator's own bookkeeping is what the memory test measures."""
+    thread_safe = True
+
+    def forward(self, x):
+        refimpl.check_input(x)
+        return {name: np.full((len(x), 1), 0.5, np.float32) for name in refimpl.spec.OUTPUT_NAMES}
+
+
+def traced_growth(estimator, chips, calls, warmup=20):
+    """Bytes still allocated after `calls` predict_chips calls, beyond what the first `warmup` left."""
+    tracemalloc.start()
+    try:
+        for _ in range(warmup):
+            estimator.predict_chips(chips)
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(calls - warmup):
+            estimator.predict_chips(chips)
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_stays_flat_over_10000_predictions():
+    """10,000 chips through predict_chips (200 calls of 50) leave nothing behind: < 64 KiB growth."""
+    estimator = Estimator.from_model(ConstantModel())
+    chips = random_chips(50, size=24, seed=5)
+    growth = traced_growth(estimator, chips, calls=200)
+    assert growth < 64 * 1024, f"traced memory grew by {growth} bytes over 10,000 predictions"
+
+
+def test_memory_stays_flat_with_the_real_backend(reference_model_path):
+    """1,000 predictions on the default backend (the network itself, its workspaces and caches)."""
+    estimator = Estimator(reference_model_path)
+    chips = random_chips(25, size=24, seed=6)
+    growth = traced_growth(estimator, chips, calls=40, warmup=8)
+    assert growth < 64 * 1024, f"traced memory grew by {growth} bytes on backend {estimator.backend}"
