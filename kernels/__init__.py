@@ -79,10 +79,8 @@ def load(path=None, backend="numba", threads=None):
     module = globals()["backend"](backend)
     weights, attrs, metadata = read(refimpl.DEFAULT_WEIGHTS if path is None else path)
     t0 = time.perf_counter()
-    warm = getattr(module, "warm_up", None)
-    if warm is not None:
-        warm()
     model = Model(weights, attrs, metadata, module, threads)
+    model.warm_up()
     model.first_call_seconds = time.perf_counter() - t0
     return model
 

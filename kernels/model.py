@@ -49,6 +49,15 @@ class Model:
             self._scratch = np.zeros((threads, self.plan.scratch_size), np.float32)
         return self
 
+    def warm_up(self):
+        """Run the serial and the threaded executor once on zeros (Numba compiles or loads its cache here)."""
+        x = np.zeros((2, *spec.INPUT_SHAPE), np.float32)
+        threads = self.threads
+        self._run(x[:1], 0, len(self.plan.stages), True, threads=1)
+        self.set_threads(2)
+        self._run(x, 0, len(self.plan.stages), True, threads=2)
+        self.set_threads(threads)
+
     # -- the contract ---------------------------------------------------------------------------------------
     def forward(self, x):
         """x: float32 [N, 3, 64, 64] -> {output name: float32 [N, 1]} for the eight outputs, in contract order."""
