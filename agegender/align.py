@@ -73,7 +73,7 @@ def extract_chip(image, chip_to_image, size=CHIP_SIZE):
     image = np.asarray(image)
     a = np.asarray(chip_to_image, np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
-    k = int(scale) if scale >= 2 else 1
+    k = int(scale + 1e-6) if scale >= 2 - 1e-6 else 1    # 1e-6: det() of an exact 4x map can be 15.99999
     if k > 1:
         image, a = _block_mean_around(image, a, size, k)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)

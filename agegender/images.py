@@ -58,7 +58,7 @@ def read_image(source, max_pixels=MAX_PIXELS):
                     raise ImageError(f"the image is {width} x {height} pixels: it has no pixels")
                 if width * height > max_pixels:
                     raise ImageError(f"the image is {width} x {height} = {width * height / 1e6:.0f} megapixels, "
-                                     f"more than the limit of {max_pixels / 1e6:.0f}")
+                                     f"larger than the limit of {max_pixels / 1e6:.0f} megapixels")
                 image.load()
                 image = _oriented(image, ImageOps)
                 return to_rgb_array(image)
@@ -67,6 +67,9 @@ def read_image(source, max_pixels=MAX_PIXELS):
     except MemoryError:
         raise ImageError("not enough memory to decode the image") from None
     except Exception as exc:  # noqa: BLE001 - a hostile file can make any decoder step raise anything
+        if type(exc).__name__ == "DecompressionBombError":          # Pillow's own limit, met in open()
+            raise ImageError(f"the image is larger than the limit of {max_pixels / 1e6:.0f} megapixels "
+                             f"({one_line(exc, 80)})") from None
         if type(exc).__name__ == "UnidentifiedImageError":
             raise ImageError("not a JPEG, PNG, BMP or WebP image") from None
         raise ImageError(f"corrupt or truncated image ({one_line(exc, 150)})") from None

@@ -1,0 +1,137 @@
+"""`agegender predict`: outputs, folders, stdin, bad files listed at the end, exit codes, annotation."""
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from agegender import cli, detect
+from agegender_testdata import ROOT, encode, needs_detector, random_chips, scene_with_chip, utkface_chips
+
+pytest.importorskip("PIL", reason="reading image files needs pillow (the `image` extra)")
+
+JSON_KEYS = {"file", "face", "box", "age", "gender", "male_probability", "score"}
+
+
+def run(capsys, *argv, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def chips_dir(tmp_path):
+    """A folder tree: three chips in three formats (one in a subfolder), a text file and a broken JPEG."""
+    chips = random_chips(3, size=64, seed=11)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.png").write_bytes(encode(chips[0], "PNG"))
+    (tmp_path / "b.jpg").write_bytes(encode(chips[1], "JPEG"))
+    (tmp_path / "sub" / "c.webp").write_bytes(encode(chips[2], "WEBP", lossless=True))
+    (tmp_path / "notes.txt").write_text("not picked up: no image extension")
+    (tmp_path / "broken.jpg").write_bytes(encode(chips[1], "JPEG")[:150])
+    (tmp_path / "empty.png").write_bytes(b"")
+    return tmp_path
+
+
+def test_chips_json(capsys, chips_dir):
+    code, out, err = run(capsys, "predict", "--chips", "--json", str(chips_dir / "a.png"), str(chips_dir / "b.jpg"))
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["file"] for r in rows] == [str(chips_dir / "a.png"), str(chips_dir / "b.jpg")]
+    for row in rows:
+        assert JSON_KEYS <= set(row) and row["box"] == [0, 0, 63, 63] and row["face"] == 0
+        assert row["gender"] == ("male" if row["male_probability"] >= 0.5 else "female")
+
+
+def test_folder_run_lists_failures_at_the_end_and_exits_1(capsys, chips_dir):
+    code, out, err = run(capsys, "predict", "--chips", "--csv", "--heads", str(chips_dir))
+    assert code == 1
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted(os.path.relpath(r["file"], chips_dir) for r in rows) == ["a.png", "b.jpg", os.path.join("sub", "c.webp")]
+    assert {"age_final", "gender_low", "left", "bottom"} <= set(rows[0])
+    lines = err.strip().splitlines()
+    assert lines[0] == "agegender: 2 of 5 files failed:"
+    assert lines[1].startswith(f"  {chips_dir / 'broken.jpg'}: corrupt or truncated image")
+    assert lines[2] == f"  {chips_dir / 'empty.png'}: the file is empty (0 bytes)"
+
+
+def test_table_and_paths_from_stdin(capsys, monkeypatch, chips_dir):
+    paths = f"{chips_dir / 'a.png'}\n\n{chips_dir / 'nothing.jpg'}\n"
+    code, out, err = run(capsys, "predict", "--chips", stdin=paths, monkeypatch=monkeypatch)
+    assert code == 1
+    header, row = out.splitlines()
+    assert header.split() == ["file", "face", "box", "age", "gender", "P(male)"]
+    assert row.startswith(str(chips_dir / "a.png")) and "(0, 0, 63, 63)" in row
+    assert "nothing.jpg: no such file or folder" in err
+
+
+def test_usage_and_setup_errors_exit_2(capsys, chips_dir, tmp_path):
+    bad_weights = tmp_path / "w.onnx"
+    bad_weights.write_bytes(b"junk")
+    for argv, message in [
+        (["predict", "--chips", "--backend", "nope", str(chips_dir)], "backend 'nope' is not available"),
+        (["predict", "--chips", "--weights", str(bad_weights), str(chips_dir)], "w.onnx: "),
+        (["predict", "--chips", str(tmp_path / "emptydir_missing")], None),
+    ]:
+        code, out, err = run(capsys, *argv)
+        if message is None:
+            assert code == 1 and "no such file or folder" in err
+            continue
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_without_the_detector_extra_says_how_to_get_it(capsys, monkeypatch, chips_dir):
+    def missing():
+        raise detect.DetectorUnavailableError(f"face detection needs dlib: {detect.INSTALL_HINT}")
+    monkeypatch.setattr(detect, "_import_dlib", missing)
+    code, out, err = run(capsys, "predict", str(chips_dir / "a.png"))
+    assert code == 2
+    assert "pip install 'agegender-kit[detect]'" in err and "--chips" in err
+
+
+def test_annotate_writes_copies(capsys, chips_dir, tmp_path):
+    out_dir = tmp_path / "annotated"
+    code, out, err = run(capsys, "predict", "--chips", "--annotate", str(out_dir), str(chips_dir / "sub"))
+    assert code == 0, err
+    from PIL import Image
+    written = Image.open(out_dir / "c.png")
+    assert written.size == (64, 64)
+
+
+def test_photo_with_faces_and_photo_without(capsys, tmp_path):
+    needs_detector()
+    chip_path = utkface_chips(1)[0]
+    from agegender import read_image
+    scene = scene_with_chip(read_image(chip_path), scale=1.2, angle=5, seed=3)
+    (tmp_path / "scene.png").write_bytes(encode(scene, "PNG"))
+    noise = (np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8)
+    (tmp_path / "noise.png").write_bytes(encode(noise, "PNG"))
+    code, out, err = run(capsys, "predict", "--json", str(tmp_path / "noise.png"), str(tmp_path / "scene.png"))
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 1 and rows[0]["file"].endswith("scene.png") and rows[0]["score"] > 0
+    left, top, right, bottom = rows[0]["box"]
+    assert 0 <= left < right < 640 and 0 <= top < bottom < 480
+    assert "noise.png: no face found" in err
+    code, out, err = run(capsys, "predict", str(tmp_path / "noise.png"))
+    assert code == 0 and "no face found" in out
+
+
+def test_python_dash_m_and_console_script(chips_dir):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-m", "agegender", "predict", "--chips", "--json",
+                             str(chips_dir / "a.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["box"] == [0, 0, 63, 63]
+    script = shutil.which("agegender")
+    if script is None:
+        pytest.skip("the `agegender` console script is not installed (pip install -e .)")
+    result = subprocess.run([script, "backends"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "refimpl" in result.stdout.split()

@@ -1,0 +1,112 @@
+"""Face alignment: the similarity fit, chip sampling, dlib's template, and the end-to-end claim that
+detecting and re-aligning a UTKFace chip placed in a larger photo gives back the chip and its estimates.
+"""
+import numpy as np
+import pytest
+
+from agegender import Estimator, align, read_image
+from agegender_testdata import needs_detector, random_chips, scene_with_chip, utkface_chips
+
+
+def rotation(angle_deg, scale, shift):
+    a = np.deg2rad(angle_deg)
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m[:, 2] = shift
+    return m
+
+
+@pytest.mark.parametrize("angle, scale, shift", [(0, 1, (0, 0)), (30, 2.5, (10, -4)), (-170, 0.3, (100, 7))])
+def test_similarity_transform_recovers_a_known_map(angle, scale, shift):
+    m = rotation(angle, scale, shift)
+    src = np.random.default_rng(0).random((5, 2)) * 200
+    dst = src @ m[:, :2].T + m[:, 2]
+    np.testing.assert_allclose(align.similarity_transform(src, dst), m, atol=1e-9)
+
+
+def test_similarity_transform_rejects_degenerate_points():
+    with pytest.raises(ValueError):
+        align.similarity_transform(np.ones((5, 2)), np.zeros((5, 2)))
+    with pytest.raises(ValueError):
+        align.similarity_transform(np.ones((5, 2)), np.zeros((4, 2)))
+
+
+def test_template_is_dlibs_at_size_200_padding_0_2():
+    points = align.template_points()
+    # dlib: p = (padding + template) / (2 * padding + 1) * size; eye centres ~61 and ~136 px, nose ~118 px down
+    np.testing.assert_allclose(points[4], [(0.2 + 0.4901123135679) / 1.4 * 200, (0.2 + 0.6277975316475) / 1.4 * 200])
+    eyes = (points[0] + points[1]) / 2, (points[2] + points[3]) / 2
+    assert 134 < eyes[0][0] < 138 and 59 < eyes[1][0] < 63 and 59 < eyes[0][1] < 62
+
+
+def test_extract_chip_identity_and_quarter_turn():
+    image = random_chips(1, size=200, seed=1)[0]
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    np.testing.assert_array_equal(align.extract_chip(image, identity), image)
+    quarter = np.array([[0, -1.0, 199], [1.0, 0, 0]])          # chip (x, y) <- photo (199 - y, x)
+    np.testing.assert_array_equal(align.extract_chip(image, quarter), np.rot90(image, 1))
+
+
+def test_extract_chip_averages_when_shrinking_and_is_black_outside():
+    stripes = np.zeros((800, 800, 3), np.uint8)
+    stripes[:, ::2] = 255                                        # 1-pixel stripes alias without averaging
+    chip = align.extract_chip(stripes, np.array([[4.0, 0, 0], [0, 4.0, 0]]))
+    assert abs(chip[5:-5, 5:-5].astype(float).mean() - 127.5) < 2 and chip[5:-5, 5:-5].std() < 3
+    far = align.extract_chip(stripes, np.array([[1.0, 0, 5000], [0, 1.0, 5000]]), size=20)
+    far_shrunk = align.extract_chip(stripes, np.array([[8.0, 0, 9000], [0, 8.0, 9000]]), size=20)
+    assert not far.any() and not far_shrunk.any()
+
+
+def test_utkface_chips_sit_on_dlibs_template():
+    """dlib's 5 landmarks on UTKFace chips (padded into a bigger frame) average within 3 px of the template."""
+    needs_detector()
+    from agegender import detect
+
+    detector = detect.FaceDetector()
+    offsets = []
+    for path in utkface_chips(20):
+        chip = read_image(path)
+        frame = np.zeros((400, 400, 3), np.uint8)
+        frame[100:300, 100:300] = chip
+        found = detector(frame)
+        if found:
+            offsets.append(found[0].landmarks - 100 - align.template_points())
+    assert len(offsets) >= 17, f"only {len(offsets)} of 20 chips found"
+    mean = np.mean(offsets, axis=0)
+    assert np.abs(mean).max() < 3.0, f"mean landmark offset from the template (px):\n{mean.round(2)}"
+
+
+def test_detected_and_realigned_chips_keep_their_estimates(reference_model_path):
+    """UTKFace chips pasted into 640 x 480 photos (shifted, scaled 0.7-1.6x, rotated -15..10 deg), found and
+    aligned again, change the estimates far less than a different face does, and less than a plain box crop."""
+    needs_detector()
+    from PIL import Image
+
+    estimator = Estimator(reference_model_path)
+    originals, realigned, box_crops = [], [], []
+    for i, path in enumerate(utkface_chips(30)):
+        chip = read_image(path)
+        scene = scene_with_chip(chip, scale=(0.7, 1.0, 1.6)[i % 3], angle=(-15, 0, 10)[(i // 3) % 3], seed=i)
+        found = estimator.find_faces(scene)
+        if not found:
+            continue
+        detection, new_chip = found[0]
+        originals.append(chip)
+        realigned.append(new_chip)
+        left, top, right, bottom = detection.box
+        margin = (right - left) // 4
+        box = Image.fromarray(scene).crop((left - margin, top - margin, right + margin, bottom + margin))
+        box_crops.append(np.asarray(box.resize((200, 200), Image.BILINEAR)))
+    assert len(originals) >= 27, f"faces found in only {len(originals)} of 30 photos"
+    a, b, c = (estimator.estimate(chips) for chips in (originals, realigned, box_crops))
+    n = len(originals)
+    for name in ("age", "gender"):
+        same_face = np.median(np.abs(a[name] - b[name]))
+        box_crop = np.median(np.abs(a[name] - c[name]))
+        other_faces = np.median(np.abs(a[name][:, None] - a[name][None, :])[~np.eye(n, dtype=bool)])
+        report = f"{name}: re-aligned {same_face:.4g}, box crop {box_crop:.4g}, other faces {other_faces:.4g}"
+        assert same_face < 0.4 * other_faces, report
+        assert same_face < 0.75 * box_crop, report
+    pixels = np.median([np.abs(o[50:150, 50:150].astype(int) - r[50:150, 50:150]).mean()
+                        for o, r in zip(originals, realigned)])
+    assert pixels < 16, f"median mean-absolute pixel difference in the chip centre: {pixels:.1f}"

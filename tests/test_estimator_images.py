@@ -1,0 +1,213 @@
+"""agegender.images: every mode and format decodes to uint8 RGB, every bad file is one ImageError line.
+
+Fuzzing: random bytes, and valid small images in each format with bytes flipped, inserted
+or cut, must decode or raise ImageError; mutated ONNX files must load or raise
+ModelFileError. Nothing else may escape.
+"""
+import io
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import refimpl
+from agegender import Estimator, ImageError, read_image
+from agegender.images import to_rgb_array
+from agegender_testdata import encode, random_chips
+
+PIL = pytest.importorskip("PIL", reason="reading image files needs pillow (the `image` extra)")
+from PIL import Image  # noqa: E402
+
+FUZZ_EXAMPLES = settings.default.max_examples * 8      # decoding is cheap: 8x the profile's count
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    """uint8 [40, 32, 3] smooth ramps (JPEG keeps them), 40 x 32 so that swapped axes show."""
+    y, x = np.mgrid[0:40, 0:32]
+    return np.stack([x * 8, y * 6, 255 - (x + y) * 3], axis=2).clip(0, 255).astype(np.uint8)
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt, options", [("PNG", {}), ("BMP", {}), ("WEBP", {"lossless": True}),
+                                          ("JPEG", {"quality": 100})])
+def test_each_format_reads_back(tmp_path, rgb, fmt, options):
+    got = read_image(write(tmp_path, "x." + fmt.lower(), encode(rgb, fmt, **options)))
+    assert got.dtype == np.uint8 and got.shape == rgb.shape and got.flags.c_contiguous
+    tolerance = 3 if fmt == "JPEG" else 0                        # JPEG at quality 100 is near, not exact
+    assert np.abs(got.astype(int) - rgb).mean() <= tolerance
+
+
+def test_modes_become_rgb(rgb):
+    gray = rgb[:, :, 1]
+    cases = {
+        "L": (Image.fromarray(gray), np.repeat(gray[:, :, None], 3, axis=2)),
+        "I;16": (Image.fromarray(gray.astype(np.uint16) * 257), np.repeat(gray[:, :, None], 3, axis=2)),
+        "RGBA opaque": (Image.fromarray(np.dstack([rgb, np.full(gray.shape, 255, np.uint8)])), rgb),
+        "RGBA clear": (Image.fromarray(np.dstack([rgb, np.zeros_like(gray)])), np.zeros_like(rgb)),
+        "LA": (Image.fromarray(np.dstack([gray, np.full(gray.shape, 255, np.uint8)]), "LA"),
+               np.repeat(gray[:, :, None], 3, axis=2)),
+        "F": (Image.fromarray(gray.astype(np.float32) / 255), np.repeat(gray[:, :, None], 3, axis=2)),
+    }
+    for name, (image, want) in cases.items():
+        got = to_rgb_array(image)
+        assert got.dtype == np.uint8 and got.shape == want.shape, name
+        assert np.abs(got.astype(int) - want).max() <= 1, name
+
+
+def test_sixteen_bit_cmyk_palette_and_bilevel_files(tmp_path, rgb):
+    gray16 = (rgb[:, :, 0].astype(np.uint16) * 257)
+    files = {
+        "gray16.png": encode(gray16, "PNG"),
+        "cmyk.jpg": _save(Image.fromarray(rgb).convert("CMYK"), "JPEG"),
+        "palette.png": _save(Image.fromarray(rgb).convert("P"), "PNG"),
+        "transparent_palette.png": _save(Image.fromarray(rgb).convert("P"), "PNG", transparency=0),
+        "bilevel.png": _save(Image.fromarray(rgb).convert("1"), "PNG"),
+        "gray.jpg": encode(rgb[:, :, 0], "JPEG"),
+        "rgba.webp": _save(Image.fromarray(np.dstack([rgb, rgb[:, :, 0]])), "WEBP"),
+    }
+    for name, data in files.items():
+        got = read_image(write(tmp_path, name, data))
+        assert got.shape == rgb.shape and got.dtype == np.uint8, name
+    got16 = read_image(write(tmp_path, "g16.png", files["gray16.png"]))
+    assert np.abs(got16[:, :, 0].astype(int) - rgb[:, :, 0]).max() <= 1     # 16-bit scaled, not clipped
+
+
+def _save(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation, transform", [
+    (1, lambda a: a), (3, lambda a: a[::-1, ::-1]), (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_exif_orientation_is_applied(tmp_path, rgb, orientation, transform):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = Image.fromarray(rgb)
+    got = read_image(write(tmp_path, "o.jpg", _save(stored, "JPEG", quality=100, exif=exif.tobytes())))
+    want = transform(rgb)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want).mean() < 3
+
+
+def png_header_only(width, height):
+    """A well-formed PNG whose header claims width x height and whose pixel data is one empty row."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00"))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("empty.jpg", b"", "empty"),
+    ("text.jpg", b"hello, I am not a picture\n", "not a JPEG, PNG, BMP or WebP"),
+    ("huge.png", png_header_only(100_000, 100_000), "than the limit of 90 megapixels"),
+    ("big.png", png_header_only(10_000, 10_000), "than the limit of 90"),
+    ("no_pixels.png", png_header_only(0, 10), "no pixels|not a JPEG"),
+    ("header_only.png", png_header_only(20, 10), "corrupt or truncated"),
+    ("gif.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "not a JPEG, PNG, BMP or WebP"),
+])
+def test_bad_files_are_one_line_image_errors(tmp_path, name, data, message):
+    with pytest.raises(ImageError, match=message) as info:
+        read_image(write(tmp_path, name, data))
+    assert "\n" not in str(info.value) and len(str(info.value)) <= 240
+
+
+def test_truncated_jpeg_and_png(tmp_path, rgb):
+    for fmt in ("JPEG", "PNG"):
+        data = encode(rgb, fmt)
+        with pytest.raises(ImageError, match="corrupt or truncated"):
+            read_image(write(tmp_path, "t." + fmt.lower(), data[: len(data) // 2]))
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="cannot read the file"):
+        read_image(str(tmp_path / "nothing.jpg"))
+    with pytest.raises(ImageError, match="folder"):
+        read_image(str(tmp_path))
+
+
+def test_pixel_limit_is_a_parameter(tmp_path, rgb):
+    path = write(tmp_path, "x.png", encode(rgb, "PNG"))
+    with pytest.raises(ImageError, match="than the limit"):
+        read_image(path, max_pixels=100)
+
+
+# --- fuzzing -----------------------------------------------------------------------------------
+SEEDS = {fmt: encode(random_chips(1, size=16, seed=8)[0][:, :12], fmt, **opts)
+         for fmt, opts in (("PNG", {}), ("JPEG", {"quality": 80}), ("BMP", {}), ("WEBP", {}))}
+
+
+def check_decodes_or_image_error(data):
+    try:
+        image = read_image(data, max_pixels=4_000_000)
+    except ImageError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+@settings(max_examples=FUZZ_EXAMPLES)
+@given(st.binary(max_size=512))
+def test_fuzz_random_bytes(data):
+    check_decodes_or_image_error(data)
+
+
+@settings(max_examples=FUZZ_EXAMPLES)
+@given(fmt=st.sampled_from(sorted(SEEDS)), data=st.data())
+def test_fuzz_mutated_images(fmt, data):
+    blob = bytearray(SEEDS[fmt])
+    edits = data.draw(st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(0, 255),
+                                         st.sampled_from(["set", "insert", "delete"])), min_size=1, max_size=6))
+    for position, value, kind in edits:
+        position = min(position, len(blob) - 1)
+        if kind == "set":
+            blob[position] = value
+        elif kind == "insert":
+            blob.insert(position, value)
+        elif len(blob) > 1:
+            del blob[position]
+    cut = data.draw(st.integers(1, len(blob)))
+    check_decodes_or_image_error(bytes(blob[:cut]))
+
+
+WEIGHTS_BYTES = open(refimpl.DEFAULT_WEIGHTS, "rb").read()
+
+
+@settings(max_examples=settings.default.max_examples * 2)
+@given(data=st.data(), backend=st.sampled_from(["refimpl", "auto"]))
+def test_fuzz_onnx_bytes(data, backend):
+    """Mutated weight files: Estimator loads them (and predicts) or raises ModelFileError, nothing else."""
+    blob = bytearray(WEIGHTS_BYTES)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "random"]))
+    if kind == "flip":
+        for position in data.draw(st.lists(st.integers(0, len(blob) - 1), min_size=1, max_size=8)):
+            blob[position] ^= data.draw(st.integers(1, 255))
+    elif kind == "truncate":
+        blob = blob[:data.draw(st.integers(0, len(blob) - 1))]
+    else:
+        blob = bytearray(data.draw(st.binary(max_size=256)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "fuzzed.onnx")
+        with open(path, "wb") as f:
+            f.write(bytes(blob))
+        try:
+            estimator = Estimator(path, backend=backend)
+        except refimpl.ModelFileError as exc:
+            assert "\n" not in str(exc)
+            return
+    faces = estimator.predict_chips(random_chips(1, size=16)[0])
+    assert len(faces) == 1 and faces[0].gender in ("male", "female")
