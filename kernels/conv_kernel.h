@@ -59,7 +59,7 @@ AGK_INLINE agk_v8 agk_max(agk_v8 a, agk_v8 b) {
 AGK_INLINE void agk_tile(const int RX, const int NV, const float *src, ptrdiff_t row_stride,
                          ptrdiff_t pix_stride, int cin, int k, int dil, const float *w, int cbuf,
                          float *dst, ptrdiff_t dst_pix, const float *bias, float alpha) {
-    agk_v8 acc[4][3];
+    agk_v8 acc[6][2];
     for (int v = 0; v < NV; v++) {
         agk_v8 init = bias ? agk_load(bias + AGK_LANES * v) : (agk_v8){0, 0, 0, 0, 0, 0, 0, 0};
         for (int r = 0; r < RX; r++) acc[r][v] = init;
@@ -69,7 +69,7 @@ AGK_INLINE void agk_tile(const int RX, const int NV, const float *src, ptrdiff_t
             const float *s = src + ky * dil * row_stride + kx * dil * pix_stride;
             const float *wk = w + (ptrdiff_t)(ky * k + kx) * cin * cbuf;
             for (int ci = 0; ci < cin; ci++) {
-                agk_v8 wv[3];
+                agk_v8 wv[2];
                 for (int v = 0; v < NV; v++) wv[v] = agk_load(wk + AGK_LANES * v);
                 for (int r = 0; r < RX; r++) {
                     float x = s[r * pix_stride];
@@ -85,43 +85,34 @@ AGK_INLINE void agk_tile(const int RX, const int NV, const float *src, ptrdiff_t
             agk_store(dst + r * dst_pix + AGK_LANES * v, bias ? agk_leaky(acc[r][v], alpha) : acc[r][v]);
 }
 
-#define AGK_TILE_CASES(RX)                                                                              \
-    switch (nv) {                                                                                       \
-    case 3: agk_tile(RX, 3, s, row_stride, pix_stride, cin, k, dil, wc, cbuf, d, dst_pix, bc, alpha); break; \
-    case 2: agk_tile(RX, 2, s, row_stride, pix_stride, cin, k, dil, wc, cbuf, d, dst_pix, bc, alpha); break; \
-    default: agk_tile(RX, 1, s, row_stride, pix_stride, cin, k, dil, wc, cbuf, d, dst_pix, bc, alpha); break; \
-    }
-
-/* One output row of ow pixels, all cbuf channels. src points at the row's first receptive field. */
+/* One output row of ow pixels, channels [co, co + 8 nv) (nv = 1 or 2): tiles of 6 pixels, then 4, 2, 1. */
 AGK_INLINE void agk_conv_row(const float *src, ptrdiff_t row_stride, ptrdiff_t pix_stride, int cin, int k,
                              int dil, const float *w, int cbuf, int ow, float *dst, ptrdiff_t dst_pix,
-                             const float *bias, float alpha) {
-    int co = 0;
-    while (co < cbuf) {
-        int left = (cbuf - co) / AGK_LANES;
-        int nv = left == 4 ? 2 : (left >= 3 ? 3 : left);        /* 7 -> 3 + 2 + 2, 4 -> 2 + 2 */
-        const float *wc = w + co;
-        const float *bc = bias ? bias + co : NULL;
-        int ox = 0;
-        for (; ox + 4 <= ow; ox += 4) {
-            const float *s = src + ox * pix_stride;
-            float *d = dst + ox * dst_pix + co;
-            AGK_TILE_CASES(4)
-        }
-        for (; ox < ow; ox++) {
-            const float *s = src + ox * pix_stride;
-            float *d = dst + ox * dst_pix + co;
-            AGK_TILE_CASES(1)
-        }
-        co += nv * AGK_LANES;
+                             const float *bias, float alpha, int nv) {
+#define AGK_TILE(RX, NV) agk_tile(RX, NV, src + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, cbuf, \
+                                  dst + ox * dst_pix, dst_pix, bias, alpha)
+    int ox = 0;
+    if (nv == 2) {
+        for (; ox + 6 <= ow; ox += 6) AGK_TILE(6, 2);
+        if (ox + 4 <= ow) { AGK_TILE(4, 2); ox += 4; }
+        if (ox + 2 <= ow) { AGK_TILE(2, 2); ox += 2; }
+        if (ox < ow) AGK_TILE(1, 2);
+    } else {
+        for (; ox + 6 <= ow; ox += 6) AGK_TILE(6, 1);
+        if (ox + 4 <= ow) { AGK_TILE(4, 1); ox += 4; }
+        if (ox + 2 <= ow) { AGK_TILE(2, 1); ox += 2; }
+        if (ox < ow) AGK_TILE(1, 1);
     }
+#undef AGK_TILE
 }
 
 /* One fused stage over one image. Buffers are NHWC with a zero border:
  *   src: [H + 2 sp, W + 2 sp, sc] at src, reading channels [ci0, ci0 + cin)
  *   dst: [.. + 2 dp, .. + 2 dp, dc] at dst, writing channels [co0, co0 + cbuf) of its interior
  *   conv output oh x ow (pooled: oh/2 x ow/2), weights [k][k][cin][cbuf], bias [cbuf]
- *   scratch: 2 * ow * cbuf floats (pool only)                                              */
+ *   scratch: 2 * ow * 16 floats (pool only)
+ * Output channels are the outer loop (blocks of 16, then 8): a block's weights, k*k*cin*16 floats, stay in
+ * L1 while every row of the image streams past them.                                                    */
 AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
                                     int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
                                     int pool, int oh, int ow, const float *w, const float *b, float alpha,
@@ -129,25 +120,28 @@ AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, i
     ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix_stride = sc;
     const float *base = src + (ptrdiff_t)(sp - pad) * row_stride + (sp - pad) * pix_stride + ci0;
     float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
-    if (!pool) {
-        for (int oy = 0; oy < oh; oy++)
-            agk_conv_row(base + oy * row_stride, row_stride, pix_stride, cin, k, dil, w, cbuf, ow,
-                         out + (ptrdiff_t)oy * dwp * dc, dc, b, alpha);
-        return;
-    }
-    int ph = oh / 2, pw = ow / 2;
-    for (int py = 0; py < ph; py++) {
-        for (int r = 0; r < 2; r++)
-            agk_conv_row(base + (2 * py + r) * row_stride, row_stride, pix_stride, cin, k, dil, w, cbuf,
-                         2 * pw, scratch + (ptrdiff_t)r * 2 * pw * cbuf, cbuf, NULL, alpha);
-        float *o = out + (ptrdiff_t)py * dwp * dc;
-        for (int px = 0; px < pw; px++) {
-            const float *a = scratch + (ptrdiff_t)(2 * px) * cbuf;
-            const float *c = scratch + (ptrdiff_t)(2 * pw + 2 * px) * cbuf;
-            for (int v = 0; v < cbuf; v += AGK_LANES) {
-                agk_v8 m = agk_max(agk_max(agk_load(a + v), agk_load(a + cbuf + v)),
-                                   agk_max(agk_load(c + v), agk_load(c + cbuf + v)));
-                agk_store(o + (ptrdiff_t)px * dc + v, agk_leaky(m + agk_load(b + v), alpha));
+    for (int co = 0; co < cbuf; co += 2 * AGK_LANES) {
+        int nv = cbuf - co >= 2 * AGK_LANES ? 2 : 1, width = nv * AGK_LANES;
+        if (!pool) {
+            for (int oy = 0; oy < oh; oy++)
+                agk_conv_row(base + oy * row_stride, row_stride, pix_stride, cin, k, dil, w + co, cbuf, ow,
+                             out + (ptrdiff_t)oy * dwp * dc + co, dc, b + co, alpha, nv);
+            continue;
+        }
+        int ph = oh / 2, pw = ow / 2;
+        for (int py = 0; py < ph; py++) {
+            for (int r = 0; r < 2; r++)
+                agk_conv_row(base + (2 * py + r) * row_stride, row_stride, pix_stride, cin, k, dil, w + co, cbuf,
+                             2 * pw, scratch + (ptrdiff_t)r * 2 * pw * width, width, NULL, alpha, nv);
+            float *o = out + (ptrdiff_t)py * dwp * dc + co;
+            for (int px = 0; px < pw; px++) {
+                const float *p0 = scratch + (ptrdiff_t)(2 * px) * width;
+                const float *p1 = scratch + (ptrdiff_t)(2 * pw + 2 * px) * width;
+                for (int v = 0; v < width; v += AGK_LANES) {
+                    agk_v8 m = agk_max(agk_max(agk_load(p0 + v), agk_load(p0 + width + v)),
+                                       agk_max(agk_load(p1 + v), agk_load(p1 + width + v)));
+                    agk_store(o + (ptrdiff_t)px * dc + v, agk_leaky(m + agk_load(b + co + v), alpha));
+                }
             }
         }
     }
