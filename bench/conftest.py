@@ -1,0 +1,85 @@
+"""pytest-benchmark suites of the kit: `pytest bench --benchmark-only` (CI runs `pytest tests` only).
+
+    pytest bench --benchmark-only                                  # whole network, fused stages, ops
+    pytest bench/test_network.py --benchmark-only --benchmark-group-by=group
+    pytest bench --benchmark-only --benchmark-json=bench.json      # pytest-benchmark's own JSON
+
+Every benchmark first runs its work once and checks the result (against the golden outputs, or for a
+stage or an op, against the reference's tensor, itself checked against the golden outputs); that call
+is also the warm-up, outside the timing. Groups put the backends doing the same work side by side.
+"""
+import functools
+
+import numpy as np
+import pytest
+
+import refimpl
+from bench import backends as bk
+from bench import machine
+from bench.run import Reference
+
+MODEL = refimpl.DEFAULT_WEIGHTS
+BATCHES = (1, 8, 64)
+THREADS = tuple(sorted({1, machine.cores()[0]}))
+
+
+def pytest_report_header(config):
+    info = machine.describe()
+    env = ", ".join(f"{k}={v}" for k, v in info["blas_env"].items()) or "OPENBLAS_CORETYPE/L2_SIZE unset"
+    return [f"agegender bench: {info['cpu']}, {info['cores']} cores, SIMD {' '.join(info['simd'])}; {env}; "
+            f"load {info['load_average']}"]
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """Golden inputs and outputs (or ONNX Runtime's, where golden.npz is stale) for any batch size."""
+    return Reference(MODEL, refimpl.golden.DEFAULT_GOLDEN)
+
+
+@functools.lru_cache(maxsize=None)
+def _runner(name, threads):
+    try:
+        return bk.make_runner(name, MODEL, threads)
+    except bk.Unavailable as exc:
+        return exc
+
+
+@pytest.fixture
+def make_runner():
+    """(backend, threads) -> a Runner, cached for the session; skips with the reason where unavailable."""
+
+    def make(name, threads):
+        runner = _runner(name, threads)
+        if isinstance(runner, Exception):
+            pytest.skip(f"{bk.LABELS.get(name, name)} not available: {runner}")
+        return runner
+
+    return make
+
+
+def conditions(benchmark, **extra):
+    """Record backend, batch, threads and machine next to the number (pytest-benchmark's extra_info)."""
+    info = machine.describe()
+    benchmark.extra_info.update(cpu=info["cpu"], cores=info["cores"], blas_env=info["blas_env"], **extra)
+
+
+@pytest.fixture(scope="session")
+def ref_model():
+    return refimpl.load(MODEL)
+
+
+@pytest.fixture(scope="session")
+def ref_trace(reference, ref_model):
+    """Every layer of the reference on golden input 0, after checking its outputs against the golden ones."""
+    x, expected = reference.batch(1)
+    trace = ref_model.trace(x)
+    if expected is not None:
+        reports = refimpl.golden.check_outputs({n: trace[n] for n in expected}, expected)
+        assert not reports, "reference vs golden: " + "; ".join(reports)
+    return x, trace
+
+
+def layer_tolerance(tensor):
+    """Intermediate tensors: 1e-4 absolute + 1e-5 of the tensor's largest value, as tests/test_kernels_model.py
+    (float32 sums of up to 432 products in another order, BatchNorm folded: a few hundred ulps of the largest)."""
+    return 1e-4 + 1e-5 * float(np.abs(tensor).max())

@@ -1,0 +1,298 @@
+"""The measurement behind `python -m bench`: verify every backend, then time them interleaved.
+
+For each thread count and batch (a "condition"), every available backend first runs the batch once
+and is checked against the golden outputs (that call is also its warm-up); a backend that fails the
+check is not timed. The verified ones are then timed in rounds, each round giving every backend a
+short chunk of calls, so that a change in the machine's background load hits all of them alike and
+the ratios to ONNX Runtime compare like with like. Each call is timed alone (time.perf_counter);
+ms per image is a call's time divided by the batch.
+"""
+import datetime
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import refimpl
+from refimpl import golden, spec
+
+from . import backends as bk
+from . import machine
+
+SCHEMA = "agegender-bench/1"
+REALTIME_FPS = 30.0                      # the paper's claim: real time = at least 30 faces per second, batch 1
+NANO = {"name": "Jetson Nano (Cortex-A57)", "flop_per_cycle": 8, "ghz": 1.43, "cores": 4}
+
+
+@dataclass
+class Options:
+    model: str = refimpl.DEFAULT_WEIGHTS
+    golden: str = golden.DEFAULT_GOLDEN
+    backends: tuple = bk.ALL_BACKENDS
+    batches: tuple = (1, 8, 64)
+    threads: tuple = None                # None: (1, every usable core)
+    budget: float = 3.0                  # seconds of timing per condition, shared by its backends
+    min_samples: int = 5                 # per backend and condition, whatever the budget
+    max_samples: int = 5000
+    peak_repeat: int = 5
+    peak_n: int = machine.PEAK_N         # smaller only for tests and very slow boards
+    skip: dict = field(default_factory=dict)   # {(backend, batch): why} conditions left out on purpose
+    quick: bool = False
+    command: str = "python -m bench"
+
+
+def quick_options(**overrides):
+    """--quick: under a minute on a 2-core PC: a short budget, and the NumPy reference not at batch 64."""
+    opts = dict(budget=1.5, min_samples=5, peak_repeat=3, quick=True,
+                skip={("numpy", 64): "left out by --quick (the reference takes seconds per batch of 64)"})
+    opts.update(overrides)
+    return Options(**opts)
+
+
+def default_threads():
+    usable, _ = machine.cores()
+    return (1,) if usable == 1 else (1, usable)
+
+
+def tiled(array, n):
+    """Rows of `array` repeated to n rows (the golden inputs and outputs, cycled to a batch size)."""
+    reps = -(-n // len(array))
+    return np.ascontiguousarray(np.concatenate([array] * reps)[:n])
+
+
+def stats(samples, batch):
+    """Per-call seconds -> the numbers of one row (ms per image: median and p90, images per second)."""
+    s = np.asarray(samples, np.float64)
+    median, p90 = float(np.median(s)), float(np.percentile(s, 90))
+    return {"n": int(s.size), "ms_per_call_median": 1e3 * median, "ms_per_call_p90": 1e3 * p90,
+            "ms_per_call_min": 1e3 * float(s.min()), "ms_per_image_median": 1e3 * median / batch,
+            "ms_per_image_p90": 1e3 * p90 / batch, "images_per_second": batch / median}
+
+
+def verdict(batch, ms_per_image_median, ms_per_image_p90):
+    """Real time means >= REALTIME_FPS images per second one image at a time (batch 1).
+
+    'real-time' when even the p90 latency meets it, 'median only' when the typical call does but one call in
+    ten or more is too slow, 'no' otherwise; None for batches above 1 (a throughput, not a latency)."""
+    if batch != 1 or ms_per_image_median is None:
+        return None
+    budget_ms = 1e3 / REALTIME_FPS
+    if ms_per_image_p90 is not None and ms_per_image_p90 <= budget_ms:
+        return "real-time"
+    if ms_per_image_median <= budget_ms:
+        return "median only"
+    return "no"
+
+
+def nano_projection(gflops, peak_gflops_per_core, threads, flops_per_image, cores=1):
+    """This CPU's FLOP efficiency applied to the Nano: -> (efficiency, projected ms per image on `cores`)."""
+    efficiency = gflops / (peak_gflops_per_core * threads)
+    nano_gflops = NANO["flop_per_cycle"] * NANO["ghz"] * cores * efficiency
+    return efficiency, flops_per_image / (nano_gflops * 1e9) * 1e3
+
+
+def max_errors(outputs, expected):
+    return {name: float(np.max(np.abs(np.asarray(outputs[name], np.float64) - expected[name])))
+            for name in spec.OUTPUT_NAMES}
+
+
+class Reference:
+    """What each batch is checked against: the golden vectors tiled, or ONNX Runtime when they are stale."""
+
+    def __init__(self, model_path, golden_path):
+        self.inputs, self.outputs, sha = golden.load_golden(golden_path)
+        self.model_sha = golden.file_sha256(model_path)
+        self.source = "golden"
+        self.note = f"{os.path.relpath(golden_path)}: {len(self.inputs)} inputs, made from this model file; batches " \
+            f"are those inputs cycled, checked against their golden outputs"
+        self._ort = None
+        if sha != self.model_sha:
+            try:
+                self._ort = bk.OnnxRuntimeRunner(model_path, threads=1)
+                self.source = "onnxruntime"
+                self.note = (f"{golden_path} was made from another model file (sha256 {sha[:12]}): checking against "
+                             f"ONNX Runtime on the same inputs instead; rewrite it with python -m bench.golden")
+            except bk.Unavailable:
+                self.source = None
+                self.note = (f"{golden_path} was made from another model file (sha256 {sha[:12]}) and onnxruntime "
+                             f"is missing: nothing to check against, rows are UNVERIFIED")
+
+    def batch(self, n):
+        """-> (x [n, 3, 64, 64], expected {name: [n, 1]} or None)."""
+        x = tiled(self.inputs, n)
+        if self.source == "golden":
+            return x, {name: tiled(v, n) for name, v in self.outputs.items()}
+        if self.source == "onnxruntime":
+            return x, self._ort.run(x)
+        return x, None
+
+
+def _verify(runner, x, expected):
+    """One call (the warm-up) and the check -> (status, first call seconds, max errors, reports)."""
+    t0 = time.perf_counter()
+    outputs = runner.run(x)
+    first = time.perf_counter() - t0
+    if expected is None:
+        return "unverified", first, None, []
+    reports = golden.check_outputs(outputs, expected, runner.tolerance)
+    return ("ok" if not reports else "FAILED"), first, max_errors(outputs, expected), reports
+
+
+def _time_interleaved(runners, x, first_call, opts):
+    """{name: [seconds per call]}, timed in rounds: each round gives every runner about the same time slice
+    (at least one call), so load changes hit all alike. A runner leaves the rounds once it has min_samples
+    calls and its share of the budget (budget / runners); a slow one (the reference at batch 64) ends alone."""
+    samples = {r.name: [] for r in runners}
+    share = opts.budget / max(1, len(runners))
+    chunk_s = max(share / 8, 1e-3)
+    spent = {r.name: 0.0 for r in runners}
+    while True:
+        active = [r for r in runners if len(samples[r.name]) < opts.max_samples and
+                  (len(samples[r.name]) < opts.min_samples or spent[r.name] < share)]
+        if not active:
+            return samples
+        for r in active:
+            got = samples[r.name]
+            per_call = float(np.median(got)) if got else first_call[r.name]   # the first call ran cold
+            for _ in range(max(1, min(int(chunk_s / max(per_call, 1e-6)), opts.max_samples - len(got)))):
+                t0 = time.perf_counter()
+                r.run(x)
+                got.append(time.perf_counter() - t0)
+            spent[r.name] = float(np.sum(got))
+
+
+def run(opts=None, progress=None):
+    """Measure everything -> the result dict (what --json writes; report.format_report prints it)."""
+    opts = opts or Options()
+    progress = progress or (lambda *a: None)
+    started = time.time()
+    threads_set = tuple(opts.threads or default_threads())
+    info = machine.describe()
+    progress(f"measuring this machine's single-core peak ({opts.peak_n}^3 float32 matmul)")
+    peak = machine.measure_peak(threads=1, n=opts.peak_n, repeat=opts.peak_repeat)
+    model_ref = refimpl.load(opts.model)
+    from refimpl.summary import layer_table
+
+    flops = float(sum(row[5] for row in layer_table(model_ref)))
+    reference = Reference(opts.model, opts.golden)
+    result = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": opts.command, "quick": opts.quick, "machine": info, "peak": peak,
+              "model": {"path": os.path.relpath(opts.model), "sha256": reference.model_sha,
+                        "flops_per_image": flops, "arch": model_ref.metadata.get("architecture")},
+              "verification": {"source": reference.source, "note": reference.note,
+                               "tolerances": {"age": golden.AGE_TOLERANCE, "gender": golden.GENDER_TOLERANCE}},
+              "options": {"batches": list(opts.batches), "threads": list(threads_set), "budget_s": opts.budget,
+                          "min_samples": opts.min_samples, "skip": {f"{b} batch {n}": why
+                                                                    for (b, n), why in opts.skip.items()}},
+              "backends": {}, "results": [], "notes": []}
+    gpu_done = False
+    cpu = info["cpu"]
+    steps = len(threads_set) * len(opts.batches)
+    step = 0
+    for threads in threads_set:
+        runners = []
+        for name in opts.backends:
+            if name in bk.GPU_BACKENDS and gpu_done:
+                continue
+            entry = result["backends"].setdefault(name, {"label": bk.LABELS.get(name, name)})
+            if entry.get("available") is False:
+                continue
+            progress(f"loading {name} ({threads} thread{'s' if threads > 1 else ''})")
+            try:
+                runner = bk.make_runner(name, opts.model, threads)
+            except bk.Unavailable as exc:
+                entry.update(available=False, why=str(exc))
+                continue
+            except Exception as exc:                       # a backend that breaks must not take the report down
+                entry.update(available=False, why=f"failed to load: {type(exc).__name__}: {exc}")
+                continue
+            entry.update(available=True, isa=runner.isa, device=runner.device)
+            if runner.compile_seconds is not None:
+                entry.setdefault("compile_seconds", {})[str(threads)] = runner.compile_seconds
+            for note in runner.notes:
+                if note not in result["notes"]:
+                    result["notes"].append(note)
+            runners.append(runner)
+        gpu_done = gpu_done or any(r.name in bk.GPU_BACKENDS for r in runners)
+        for batch in opts.batches:
+            step += 1
+            x, expected = reference.batch(batch)
+            timed, first_call, rows = [], {}, {}
+            for r in runners:
+                if (r.name, batch) in opts.skip:
+                    continue
+                progress(f"[{step}/{steps}] batch {batch}, {threads} thread(s): checking {r.name}")
+                row = {"backend": r.name, "label": bk.LABELS.get(r.name, r.name), "batch": batch,
+                       "threads": r.threads, "device": r.device, "cpu": cpu if r.device == "cpu" else None}
+                try:
+                    status, first, errors, reports = _verify(r, x, expected)
+                except Exception as exc:
+                    status, first, errors, reports = "FAILED", None, None, [f"{type(exc).__name__}: {exc}"]
+                row.update(verified=status, first_call_ms=None if first is None else 1e3 * first,
+                           max_abs_error=errors, mismatches=reports)
+                rows[r.name] = row
+                if status != "FAILED":
+                    first_call[r.name] = first
+                    timed.append(r)
+            python_timed = [r for r in timed if not r.external]
+            progress(f"[{step}/{steps}] batch {batch}, {threads} thread(s): timing "
+                     f"{', '.join(r.name for r in python_timed)}")
+            samples = _time_interleaved(python_timed, x, first_call, opts) if python_timed else {}
+            for r in python_timed:
+                rows[r.name].update(stats(samples[r.name], batch))
+            for r in timed:
+                if r.external:
+                    progress(f"[{step}/{steps}] batch {batch}: timing {r.name} with trtexec")
+                    median, p90, summary = r.measure(x, max(1.0, opts.budget))
+                    rows[r.name].update(n=None, ms_per_call_median=median, ms_per_call_p90=p90,
+                                        ms_per_image_median=median / batch,
+                                        ms_per_image_p90=None if p90 is None else p90 / batch,
+                                        images_per_second=1e3 * batch / median, trtexec=summary)
+            for row in rows.values():
+                _derive(row, flops, peak["gflops"])
+            result["results"].extend(rows.values())
+        for r in runners:
+            r.close()
+    _ratios(result["results"])
+    result["projection"] = projection(result, flops, peak["gflops"])
+    result["elapsed_s"] = time.time() - started
+    return result
+
+
+def _derive(row, flops, peak_gflops):
+    if row.get("ms_per_image_median") is None:
+        return
+    row["gflops"] = flops / (row["ms_per_image_median"] * 1e-3) / 1e9
+    row["peak_share"] = row["gflops"] / (peak_gflops * row["threads"]) if row["device"] == "cpu" else None
+    row["verdict"] = verdict(row["batch"], row["ms_per_image_median"], row.get("ms_per_image_p90"))
+
+
+def _ratios(rows):
+    """time / ONNX Runtime's time for the same batch and threads (GPU rows: ORT on the most threads)."""
+    ort = {(r["batch"], r["threads"]): r for r in rows if r["backend"] == bk.BASELINE and "ms_per_image_median" in r}
+    for row in rows:
+        if "ms_per_image_median" not in row:
+            continue
+        threads = row["threads"]
+        if threads is None:
+            candidates = [t for (b, t) in ort if b == row["batch"]]
+            threads = max(candidates) if candidates else None
+        base = ort.get((row["batch"], threads))
+        row["ratio_to_ort"] = None if base is None else row["ms_per_image_median"] / base["ms_per_image_median"]
+        row["ratio_to_ort_threads"] = threads if base else None
+
+
+def projection(result, flops, peak_gflops):
+    """Nano rows from each CPU backend's batch-1 and batch-64 rows at one thread (see nano_projection)."""
+    out = []
+    for row in result["results"]:
+        if row["device"] != "cpu" or row["threads"] != 1 or "gflops" not in row or row["verified"] == "FAILED":
+            continue
+        efficiency, ms1 = nano_projection(row["gflops"], peak_gflops, 1, flops, cores=1)
+        _, ms4 = nano_projection(row["gflops"], peak_gflops, 1, flops, cores=NANO["cores"])
+        out.append({"backend": row["backend"], "label": row["label"], "batch": row["batch"], "efficiency": efficiency,
+                    "ms_per_image_1core": ms1, "ms_per_image_4cores": ms4,
+                    "verdict_1core": verdict(1, ms1, ms1) if row["batch"] == 1 else None,
+                    "verdict_4cores": verdict(1, ms4, ms4) if row["batch"] == 1 else None})
+    return out
