@@ -60,6 +60,8 @@ def parse_args(argv):
     p.add_argument("--budget", type=float, default=None, help="seconds of timing per batch and thread count")
     p.add_argument("--peak-size", type=int, default=None, dest="peak_n",
                    help="N of the N^3 matmul that measures the peak (default 2048; smaller for tests)")
+    p.add_argument("--no-compile-cost", action="store_false", dest="compile_cost", default=None,
+                   help="skip measuring numba's cold first call (done by default without --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return p.parse_args(argv)
 
@@ -78,7 +80,7 @@ def main(argv=None):
         return 2
     overrides = {"model": args.model, "golden": args.golden, "backends": names,
                  "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])}
-    for key in ("batches", "threads", "budget", "peak_n"):
+    for key in ("batches", "threads", "budget", "peak_n", "compile_cost"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     opts = runner.quick_options(**overrides) if args.quick else runner.Options(**overrides)

@@ -165,6 +165,13 @@ def summary_lines(result):
 
 def compile_lines(result):
     lines = []
+    cold = result.get("numba_first_call")
+    if cold and "why" not in cold:
+        lines.append(f"  numba (kernels): first call in a fresh process {cold['empty_cache_s']:.1f} s with an empty "
+                     f"cache (JIT compile), {cold['warm_cache_s']:.1f} s with the cache written (import + load + "
+                     f"warm-up), once per install; measured by bench.kernels_speed.numba_first_call")
+    elif cold:
+        lines.append(f"  numba (kernels): first-call cost not measured: {cold['why']}")
     for name, entry in result["backends"].items():
         for threads, seconds in (entry.get("compile_seconds") or {}).items():
             lines.append(f"  {entry['label']}: {seconds * 1e3:.1f} ms compile/cache load in kernels.load "
@@ -294,6 +301,10 @@ def plot(result, path):
                         label=mine[0]["label"])
         ax.axhline(1e3 / REALTIME_FPS, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
+        ticks = sorted({r["batch"] for r in rows if r["threads"] == threads})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
+        ax.minorticks_off() if len(ticks) > 1 else None
         ax.set_yscale("log")
         ax.set_xlabel("batch")
         ax.set_title("GPU" if threads is None else f"{threads} thread{'s' if threads > 1 else ''}")

@@ -38,13 +38,14 @@ class Options:
     peak_repeat: int = 5
     peak_n: int = machine.PEAK_N         # smaller only for tests and very slow boards
     skip: dict = field(default_factory=dict)   # {(backend, batch): why} conditions left out on purpose
+    compile_cost: bool = True            # numba's cold first call, in subprocesses (tens of seconds)
     quick: bool = False
     command: str = "python -m bench"
 
 
 def quick_options(**overrides):
     """--quick: under a minute on a 2-core PC: a short budget, and the NumPy reference not at batch 64."""
-    opts = dict(budget=1.5, min_samples=5, peak_repeat=3, quick=True,
+    opts = dict(budget=1.5, min_samples=5, peak_repeat=3, quick=True, compile_cost=False,
                 skip={("numpy", 64): "left out by --quick (the reference takes seconds per batch of 64)"})
     opts.update(overrides)
     return Options(**opts)
@@ -254,10 +255,24 @@ def run(opts=None, progress=None):
             result["results"].extend(rows.values())
         for r in runners:
             r.close()
+    if opts.compile_cost and "numba" in opts.backends and result["backends"].get("numba", {}).get("available"):
+        progress("measuring numba's first-call cost in fresh processes (empty cache, then warm cache)")
+        result["numba_first_call"] = numba_first_call(opts.model)
     _ratios(result["results"])
     result["projection"] = projection(result, flops, peak["gflops"])
     result["elapsed_s"] = time.time() - started
     return result
+
+
+def numba_first_call(model_path):
+    """{"empty_cache_s", "warm_cache_s"} from bench.kernels_speed (the kernels' own measurement), or {"why"}."""
+    try:
+        from .kernels_speed import numba_first_call as measure
+
+        empty, warm = measure(model_path, 1)
+    except Exception as exc:               # kernels_speed absent or changed, a subprocess failed: say so
+        return {"why": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"}
+    return {"empty_cache_s": empty, "warm_cache_s": warm}
 
 
 def _derive(row, flops, peak_gflops):
