@@ -33,6 +33,8 @@ def build_parser():
                          help="each input is an aligned face chip (UTKFace/dlib style): no face detection")
     predict.add_argument("--heads", action="store_true", help="add the three heads' age and gender outputs")
     predict.add_argument("--annotate", metavar="DIR", help="write a copy of each photo with boxes and labels to DIR")
+    predict.add_argument("--save-chips", metavar="DIR",
+                         help="write each face's aligned 200 x 200 chip to DIR as NAME_FACE.png (input for --chips)")
     predict.add_argument("--backend", default="auto", help="auto (default: fastest available), refimpl, numba, cython")
     predict.add_argument("--threads", type=int, metavar="N", help="threads for the network backend")
     predict.add_argument("--weights", metavar="FILE.onnx", help="model weights (default: the bundled ones)")
@@ -96,9 +98,10 @@ def run_predict(args):
     if not inputs and not failures:
         return error("no image files given (PATH arguments, or paths on stdin)")
     try:
-        estimator = Estimator(args.weights, backend=args.backend, threads=args.threads, batch_size=args.batch_size)
+        estimator = Estimator(args.weights, backend=args.backend, threads=args.threads, batch_size=args.batch_size,
+                              min_score=args.min_score)
         if not args.chips and inputs:
-            estimator.detector.threshold = args.min_score
+            estimator.detector                                 # fails here, once, without the detect extra
     except (refimpl.ModelFileError, ValueError) as exc:
         return error(str(exc))
     except DetectorUnavailableError as exc:
@@ -180,12 +183,28 @@ class PredictRun:
                 self.writer.no_face(file)
                 continue
             boxes = [d.box if d else (0, 0, c.shape[1] - 1, c.shape[0] - 1) for d, c in zip(detections, file_chips)]
-            faces = make_faces(part, boxes, [d.landmarks if d else None for d in detections], [None] * n)
-            self.writer.faces(file, [face_row(file, i, face, d.score if d else None, self.args.heads)
-                                     for i, (face, d) in enumerate(zip(faces, detections))])
+            faces = make_faces(part, boxes, [d.score if d else None for d in detections],
+                               [d.landmarks if d else None for d in detections], [None] * n)
+            self.writer.faces(file, [face_row(file, i, face, self.args.heads) for i, face in enumerate(faces)])
             if self.args.annotate:
                 self.annotate(file, root, rgb, faces)
+            if self.args.save_chips and not self.args.chips:
+                self.save_chips(file, root, file_chips)
         self.pending, self.pending_faces = [], 0
+
+    def save_chips(self, file, root, chips):
+        from PIL import Image
+
+        from . import annotate
+        from .errors import one_line
+
+        try:
+            stem = os.path.splitext(annotate.output_path(self.args.save_chips, file, root))[0]
+            os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
+            for i, chip in enumerate(chips):
+                Image.fromarray(chip).save(f"{stem}_{i}.png")
+        except Exception as exc:  # noqa: BLE001 - that file fails, the run goes on
+            self.failures.append((file, f"saving chips failed: {one_line(exc)}"))
 
     def annotate(self, file, root, rgb, faces):
         from . import annotate

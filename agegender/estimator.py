@@ -27,19 +27,24 @@ BATCH_SIZE = 64
 
 @dataclass(frozen=True)
 class Face:
-    """One face: box (left, top, right, bottom, pixels, inclusive), age in years, gender and P(male)."""
+    """One face: box (left, top, right, bottom, pixels, inclusive), age in years, gender, P(male), detector score.
+
+    score is dlib's detection confidence (None for chips); heads holds all eight network outputs.
+    """
     box: tuple
     age: float
     gender: str
     male_probability: float
+    score: float = None
     heads: dict = field(default_factory=dict, repr=False)
     landmarks: np.ndarray = field(default=None, repr=False, compare=False)
     chip: np.ndarray = field(default=None, repr=False, compare=False)
 
     def to_dict(self, heads=False):
-        """JSON-ready dict: box, age, gender, male_probability (and the six head outputs if heads)."""
+        """JSON-ready dict: box, age, gender, male_probability, score (and the six head outputs if heads)."""
         out = {"box": list(self.box), "age": round(self.age, 2), "gender": self.gender,
-               "male_probability": round(self.male_probability, 4)}
+               "male_probability": round(self.male_probability, 4),
+               "score": None if self.score is None else round(self.score, 3)}
         if heads:
             out.update({name: round(self.heads[name], 4) for name in HEADS})
         return out
@@ -53,19 +58,21 @@ def gender_of(male_probability):
 class Estimator:
     """Age and gender for every face in a photo, or for aligned face chips."""
 
-    def __init__(self, weights=None, backend="auto", threads=None, batch_size=BATCH_SIZE):
+    def __init__(self, weights=None, backend="auto", threads=None, batch_size=BATCH_SIZE, min_score=0.0):
+        """weights: ONNX file (None: the bundled one); backend: "auto", "refimpl", "numba" or "cython";
+        threads: for the kernels backends; min_score: detector threshold (dlib's default 0.0)."""
         model, name = backends.load(weights, backend, threads)
-        self._setup(model, name, batch_size)
+        self._setup(model, name, batch_size, min_score)
 
     @classmethod
-    def from_model(cls, model, backend="custom", batch_size=BATCH_SIZE):
+    def from_model(cls, model, backend="custom", batch_size=BATCH_SIZE, min_score=0.0):
         """Wrap any object with refimpl's forward(x) -> {name: [N, 1]} (another runtime, a test double)."""
         self = cls.__new__(cls)
-        self._setup(model, backend, batch_size)
+        self._setup(model, backend, batch_size, min_score)
         return self
 
-    def _setup(self, model, name, batch_size):
-        self.model, self.backend, self.batch_size = model, name, int(batch_size)
+    def _setup(self, model, name, batch_size, min_score):
+        self.model, self.backend, self.batch_size, self.min_score = model, name, int(batch_size), min_score
         thread_safe = name == backends.REFERENCE or getattr(model, "thread_safe", False)
         self._model_lock = None if thread_safe else threading.Lock()
         self._detector, self._detector_lock = None, threading.Lock()
@@ -79,7 +86,7 @@ class Estimator:
         """The face detector, built on first use. Raises DetectorUnavailableError without the extra."""
         with self._detector_lock:
             if self._detector is None:
-                self._detector = detect.FaceDetector()
+                self._detector = detect.FaceDetector(threshold=self.min_score)
             return self._detector
 
     def find_faces(self, image):
@@ -97,8 +104,8 @@ class Estimator:
         if not found:
             return []
         outputs = self.estimate([chip for _, chip in found])
-        return make_faces(outputs, [d.box for d, _ in found], [d.landmarks for d, _ in found],
-                          [chip for _, chip in found])
+        return make_faces(outputs, [d.box for d, _ in found], [d.score for d, _ in found],
+                          [d.landmarks for d, _ in found], [chip for _, chip in found])
 
     # -- aligned chips -------------------------------------------------------------------------
     def predict_chips(self, chips):
@@ -109,7 +116,8 @@ class Estimator:
         chips = split_chips(chips)
         outputs = self.estimate(chips)
         boxes = [(0, 0, c.shape[1] - 1, c.shape[0] - 1) for c in chips]
-        return make_faces(outputs, boxes, [None] * len(chips), [None] * len(chips))
+        none = [None] * len(chips)
+        return make_faces(outputs, boxes, none, none, none)
 
     def estimate(self, chips):
         """List of uint8 chips -> {output name: float32 [N]}, the network run in batches of batch_size."""
@@ -171,12 +179,12 @@ def split_chips(chips):
     raise ImageError(f"chips shape is {list(array.shape)}, expected [H, W(, C)], [N, H, W, C] or a list of chips")
 
 
-def make_faces(outputs, boxes, landmarks, chips):
-    """Network outputs {name: [N]} and per-face geometry -> list of Face."""
+def make_faces(outputs, boxes, scores, landmarks, chips):
+    """Network outputs {name: [N]} and per-face boxes, detector scores, landmarks, chips -> list of Face."""
     faces = []
     for i, box in enumerate(boxes):
         heads = {name: float(outputs[name][i]) for name in refimpl.spec.OUTPUT_NAMES}
         p = heads["gender"]
-        faces.append(Face(tuple(int(v) for v in box), heads["age"], gender_of(p), p, heads,
+        faces.append(Face(tuple(int(v) for v in box), heads["age"], gender_of(p), p, scores[i], heads,
                           landmarks[i], chips[i]))
     return faces

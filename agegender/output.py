@@ -4,14 +4,10 @@ import json
 
 from .estimator import HEADS
 
-BASE_COLUMNS = ("file", "face", "box", "age", "gender", "male_probability", "score")
-
-
-def face_row(file, index, face, score=None, heads=False):
+def face_row(file, index, face, heads=False):
     """The dict one face becomes in --json and --csv: file, face (0-based), box, age, gender, P(male), score."""
     row = {"file": file, "face": index}
     row.update(face.to_dict(heads=heads))
-    row["score"] = None if score is None else round(float(score), 3)
     return row
 
 
@@ -22,14 +18,14 @@ class TableWriter:
         self.stream, self.heads, self.header_done = stream, heads, False
 
     def _line(self, cells):
-        widths = (28, 5, 22, 6, 7, 7) + (8,) * (len(cells) - 6)
+        widths = (28, 5, 22, 6, 7, 7, 6) + tuple(len(h) for h in HEADS)
         text = "  ".join(str(c).ljust(w) if i < len(cells) - 1 else str(c)
                          for i, (c, w) in enumerate(zip(cells, widths)))
         self.stream.write(text.rstrip() + "\n")
 
     def header(self):
         if not self.header_done:
-            cells = ["file", "face", "box", "age", "gender", "P(male)"] + (list(HEADS) if self.heads else [])
+            cells = ["file", "face", "box", "age", "gender", "P(male)", "score"] + (list(HEADS) if self.heads else [])
             self._line(cells)
             self.header_done = True
 
@@ -37,7 +33,8 @@ class TableWriter:
         self.header()
         for row in rows:
             cells = [file, row["face"], "({}, {}, {}, {})".format(*row["box"]), f"{row['age']:.1f}",
-                     row["gender"], f"{row['male_probability']:.2f}"]
+                     row["gender"], f"{row['male_probability']:.2f}",
+                     "-" if row["score"] is None else f"{row['score']:.2f}"]
             cells += [f"{row[h]:.3f}" for h in HEADS] if self.heads else []
             self._line(cells)
         self.stream.flush()

@@ -67,7 +67,7 @@ def test_table_and_paths_from_stdin(capsys, monkeypatch, chips_dir):
     code, out, err = run(capsys, "predict", "--chips", stdin=paths, monkeypatch=monkeypatch)
     assert code == 1
     header, row = out.splitlines()
-    assert header.split() == ["file", "face", "box", "age", "gender", "P(male)"]
+    assert header.split() == ["file", "face", "box", "age", "gender", "P(male)", "score"]
     assert row.startswith(str(chips_dir / "a.png")) and "(0, 0, 63, 63)" in row
     assert "nothing.jpg: no such file or folder" in err
 
@@ -135,3 +135,26 @@ def test_python_dash_m_and_console_script(chips_dir):
         pytest.skip("the `agegender` console script is not installed (pip install -e .)")
     result = subprocess.run([script, "backends"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "refimpl" in result.stdout.split()
+
+
+def test_save_chips_then_predict_them_as_chips(capsys, tmp_path):
+    """The chip a photo run aligns, saved and read back with --chips, gives the same estimate."""
+    needs_detector()
+    from agegender import read_image
+    scene = scene_with_chip(read_image(utkface_chips(1, offset=30)[0]), scale=0.9, angle=-8, seed=4)
+    (tmp_path / "photo.png").write_bytes(encode(scene, "PNG"))
+    code, out, err = run(capsys, "predict", "--json", "--save-chips", str(tmp_path / "chips"), str(tmp_path / "photo.png"))
+    assert code == 0, err
+    in_photo = json.loads(out)[0]
+    code, out, err = run(capsys, "predict", "--json", "--chips", str(tmp_path / "chips" / "photo_0.png"))
+    assert code == 0, err
+    as_chip = json.loads(out)[0]
+    assert abs(as_chip["age"] - in_photo["age"]) < 0.02 and as_chip["gender"] == in_photo["gender"]
+
+
+def test_progress_bar():
+    stream = io.StringIO()
+    assert list(cli.progress(["a", "b", "c"], show=True, stream=stream)) == ["a", "b", "c"]
+    assert stream.getvalue().endswith("files [==============================] 3/3\n")
+    quiet = io.StringIO()
+    assert list(cli.progress(["a", "b"], stream=quiet)) == ["a", "b"] and quiet.getvalue() == ""   # not a terminal

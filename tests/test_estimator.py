@@ -138,6 +138,30 @@ def test_four_threads_give_the_same_results_as_one(reference_model_path):
             assert results[i] == [expected[i]] * 3, f"thread {i}, backend {estimator.backend}"
 
 
+def test_four_threads_detecting_faces_give_the_same_results_as_one(reference_model_path):
+    """predict() on photos (detector, aligner, network) from 4 threads at once on one Estimator."""
+    from agegender import read_image
+    from agegender_testdata import needs_detector, scene_with_chip, utkface_chips
+
+    needs_detector()
+    photos = [scene_with_chip(read_image(p), scale=1.0 + 0.2 * i, angle=4 * i, seed=i)
+              for i, p in enumerate(utkface_chips(4, offset=50))]
+    estimator = Estimator(reference_model_path)
+    expected = [[(f.box, f.age, f.male_probability) for f in estimator.predict(p)] for p in photos]
+    assert all(expected), "a face was not found in every test photo"
+    results = [None] * 4
+
+    def work(i):
+        results[i] = [[(f.box, f.age, f.male_probability) for f in estimator.predict(photos[i])] for _ in range(2)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [[e, e] for e in expected]
+
+
 class ConstantModel:
     """A stand-in network: the estimator's own bookkeeping is what the memory test measures."""
     thread_safe = True
