@@ -57,9 +57,14 @@ def make_runner():
     return make
 
 
+@functools.lru_cache(maxsize=None)
+def _machine():
+    return machine.describe()
+
+
 def conditions(benchmark, **extra):
     """Record backend, batch, threads and machine next to the number (pytest-benchmark's extra_info)."""
-    info = machine.describe()
+    info = _machine()
     benchmark.extra_info.update(cpu=info["cpu"], cores=info["cores"], blas_env=info["blas_env"], **extra)
 
 

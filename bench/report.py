@@ -33,10 +33,12 @@ def header(result):
     lines = [f"agegender-kit benchmark, {result['created']} ({result['command']})",
              f"CPU       {m['cpu']} ({m['arch']}), {m['cores']} usable of {m['cores_total']} cores, "
              f"SIMD: {' '.join(m['simd']) or 'none reported'}"]
-    load = m.get("load_average")
+    load, end = m.get("load_average"), m.get("load_average_end")
     if load:
-        busy = load[0] > 0.5
-        lines.append(f"Load      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) on {m['cores_total']} cores"
+        busy = max(load[0], end[0] if end else 0) > 0.5
+        ended = f", {end[0]:.2f} at the end" if end else ""
+        lines.append(f"Load      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the start{ended}, on "
+                     f"{m['cores_total']} cores"
                      + (": other processes were running, timings are noisy (ratios less so: backends are "
                         "timed interleaved)" if busy else ""))
     names = ["numpy", "onnxruntime", "numba", "Cython", "threadpoolctl", "tensorrt", "onnx"]
@@ -148,6 +150,16 @@ def legend_lines(result):
             "intra_op_num_threads, the reference by threadpoolctl on numpy's BLAS."]
 
 
+def peak_warning(result):
+    over = [r for r in result["results"] if (r.get("peak_share") or 0) > 1]
+    if not over:
+        return []
+    worst = max(over, key=lambda r: r["peak_share"])
+    return [f"%peak above 100% ({worst['label']}, batch {worst['batch']}: {100 * worst['peak_share']:.0f}%): the peak "
+            f"was measured low, most likely because other processes shared the core (see Load). %peak and the Nano "
+            f"projection of this run are not reliable; rerun on a quiet machine."]
+
+
 def summary_lines(result):
     rows = [r for r in result["results"] if r["batch"] == 1 and r.get("ms_per_image_median") is not None
             and r["verified"] != "FAILED"]
@@ -167,15 +179,19 @@ def compile_lines(result):
     lines = []
     cold = result.get("numba_first_call")
     if cold and "why" not in cold:
-        lines.append(f"  numba (kernels): first call in a fresh process {cold['empty_cache_s']:.1f} s with an empty "
-                     f"cache (JIT compile), {cold['warm_cache_s']:.1f} s with the cache written (import + load + "
-                     f"warm-up), once per install; measured by bench.kernels_speed.numba_first_call")
+        lines.append(f"  numba (kernels): import + load + warm-up in a fresh process: {cold['empty_cache_s']:.1f} s with "
+                     f"an empty Numba cache (JIT compile), then {cold['warm_cache_s']:.1f} s in a second process "
+                     f"(bench.kernels_speed.numba_first_call)")
+        if cold["warm_cache_s"] > 0.5 * cold["empty_cache_s"]:
+            lines.append("    the second process was not much faster: Numba's on-disk cache is not being used, so "
+                         "every new process compiles again")
     elif cold:
         lines.append(f"  numba (kernels): first-call cost not measured: {cold['why']}")
     for name, entry in result["backends"].items():
         for threads, seconds in (entry.get("compile_seconds") or {}).items():
-            lines.append(f"  {entry['label']}: {seconds * 1e3:.1f} ms compile/cache load in kernels.load "
-                         f"({threads} thread(s)), outside every timing")
+            took = f"{seconds:.1f} s" if seconds >= 1 else f"{seconds * 1e3:.1f} ms"
+            lines.append(f"  {entry['label']}: {took} in kernels.load ({threads} thread(s); compile or cache load and "
+                         f"warm-up), outside every timing")
     return ["First-call cost:"] + lines if lines else []
 
 
@@ -191,11 +207,15 @@ def projection_lines(result):
              "for real numbers."]
     if not rows:
         return lines + ["  (no one-thread CPU rows to project from)"]
+    if any(p["efficiency"] > 1 for p in rows):
+        lines.append("  * above 100% of the measured peak: the peak measurement was disturbed (see Load); these lines "
+                     "are optimistic, rerun on a quiet machine")
     lines.append(f"  {'backend':<18}{'batch':>6}{'eff.':>7}{'1 core ms/img':>15}{'img/s':>8}{'4 cores ms/img':>16}"
                  f"{'img/s':>8}  real time? (1 / 4 cores)")
     for p in rows:
         v = "" if p["verdict_1core"] is None else f"  {p['verdict_1core']} / {p['verdict_4cores']}"
-        lines.append(f"  {p['label']:<18}{p['batch']:>6}{100 * p['efficiency']:>6.0f}%{_ms(p['ms_per_image_1core']):>15}"
+        star = "*" if p["efficiency"] > 1 else " "
+        lines.append(f"  {p['label']:<18}{p['batch']:>6}{100 * p['efficiency']:>6.0f}%{star}{_ms(p['ms_per_image_1core']):>14}"
                      f"{1e3 / p['ms_per_image_1core']:>8.0f}{_ms(p['ms_per_image_4cores']):>16}"
                      f"{1e3 / p['ms_per_image_4cores']:>8.0f}{v}")
     return lines
@@ -203,7 +223,8 @@ def projection_lines(result):
 
 def format_report(result):
     parts = [header(result), [""], verification_lines(result), [""],
-             ["Whole network, per backend, batch and threads:"], table_lines(result), legend_lines(result), [""],
+             ["Whole network, per backend, batch and threads:"], table_lines(result), legend_lines(result),
+             peak_warning(result), [""],
              summary_lines(result), [""], compile_lines(result), projection_lines(result)]
     if result.get("notes"):
         parts += [[""], ["Notes:"] + [f"  {n}" for n in result["notes"]]]

@@ -32,7 +32,7 @@ class Options:
     backends: tuple = bk.ALL_BACKENDS
     batches: tuple = (1, 8, 64)
     threads: tuple = None                # None: (1, every usable core)
-    budget: float = 3.0                  # seconds of timing per condition, shared by its backends
+    budget: float = 5.0                  # seconds of timing per condition, shared by its backends
     min_samples: int = 5                 # per backend and condition, whatever the budget
     max_samples: int = 5000
     peak_repeat: int = 5
@@ -199,7 +199,9 @@ def run(opts=None, progress=None):
             entry = result["backends"].setdefault(name, {"label": bk.LABELS.get(name, name)})
             if entry.get("available") is False:
                 continue
-            progress(f"loading {name} ({threads} thread{'s' if threads > 1 else ''})")
+            hint = " (Numba compiles on its first use after an install: a minute or more, cached after)" \
+                if name == "numba" else ""
+            progress(f"loading {name} ({threads} thread{'s' if threads > 1 else ''}){hint}")
             try:
                 runner = bk.make_runner(name, opts.model, threads)
             except bk.Unavailable as exc:
@@ -260,6 +262,7 @@ def run(opts=None, progress=None):
         result["numba_first_call"] = numba_first_call(opts.model)
     _ratios(result["results"])
     result["projection"] = projection(result, flops, peak["gflops"])
+    result["machine"]["load_average_end"] = machine.load_average()
     result["elapsed_s"] = time.time() - started
     return result
 
