@@ -18,7 +18,7 @@ cdef extern from "conv_kernel.h" nogil:
     ctypedef void (*agk_layer_fn)(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
                                   int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
                                   int pool, int oh, int ow, const float *w, const float *b, float alpha,
-                                  float *scratch)
+                                  float *scratch, int algo)
     agk_layer_fn agk_select(const char **isa)
 
 cdef const char *_isa_name = NULL
@@ -59,6 +59,7 @@ DEF OH = 16
 DEF OW = 17
 DEF W_OFF = 18
 DEF B_OFF = 19
+DEF ALGO = 20
 
 
 cdef inline void run_layer(const long long[:, ::1] layers, Py_ssize_t i, float alpha, float *ws,
@@ -67,7 +68,7 @@ cdef inline void run_layer(const long long[:, ::1] layers, Py_ssize_t i, float a
     _layer(ws + r[SRC_OFF], <int>r[SRC_WP], <int>r[SRC_C], <int>r[SRC_P], <int>r[CI0], <int>r[CIN],
            ws + r[DST_OFF], <int>r[DST_WP], <int>r[DST_C], <int>r[DST_P], <int>r[CO0], <int>r[CBUF],
            <int>r[K], <int>r[DIL], <int>r[PAD], <int>r[POOL], <int>r[OH], <int>r[OW],
-           weights + r[W_OFF], biases + r[B_OFF], alpha, scratch)
+           weights + r[W_OFF], biases + r[B_OFF], alpha, scratch, <int>r[ALGO])
 
 
 def conv_layer(float[::1] src, float[::1] dst, const long long[:, ::1] layers, const float[::1] alphas,
@@ -82,7 +83,8 @@ def conv_layer(float[::1] src, float[::1] dst, const long long[:, ::1] layers, c
             _layer(&src[0] + r[SRC_OFF], <int>r[SRC_WP], <int>r[SRC_C], <int>r[SRC_P], <int>r[CI0], <int>r[CIN],
                    &dst[0] + r[DST_OFF], <int>r[DST_WP], <int>r[DST_C], <int>r[DST_P], <int>r[CO0],
                    <int>r[CBUF], <int>r[K], <int>r[DIL], <int>r[PAD], <int>r[POOL], <int>r[OH], <int>r[OW],
-                   &weights[0] + r[W_OFF], &biases[0] + r[B_OFF], alphas[i], &scratch[0])
+                   &weights[0] + r[W_OFF], &biases[0] + r[B_OFF], alphas[i], &scratch[0],
+                   <int>r[ALGO])
 
 
 cdef inline float sigmoid(float x) noexcept nogil:

@@ -147,19 +147,104 @@ AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, i
     }
 }
 
+/* Winograd F(2x2, 3x3) for 3x3, dilation 1, pad 1 stages with an even output size (algo 1 of the plan).
+ * Each 4x4 input tile d gives a 2x2 output tile Y = A^T [ (G g G^T) .* (B^T d B) ] A: 16 multiplies per
+ * output tile and channel pair instead of 36. The 16 element-wise products over channels are 16 small
+ * matrix products V[p] [tiles x cin] x U[p] [cin x cbuf], run by the same register-blocked micro-kernel
+ * as a 1x1 conv. U (the transformed weights, [16][cin][cbuf]) is made once at load (kernels/plan.py).
+ * A 2x2 output tile is exactly one 2x2 pool window, so pooling is a max over the tile's four outputs.
+ * The transforms only add and subtract (B, A) or scale by 1/2 (G, at load): the float32 results differ
+ * from the direct convolution by a few ulps of the partial sums, well inside the tolerances.
+ * scratch: 16 * AGK_WINO_ROWS * (ow/2) * (round_up(cin, 8) + cbuf) floats.                            */
+#define AGK_WINO_ROWS 4
+AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
+                                        int dwp, int dc, int dp, int co0, int cbuf, int pool, int oh, int ow,
+                                        const float *u, const float *b, float alpha, float *scratch) {
+    ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix = sc;
+    const float *base = src + (ptrdiff_t)(sp - 1) * row_stride + (sp - 1) * pix + ci0;
+    float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
+    int nty = oh / 2, ntx = ow / 2, cinp = (cin + AGK_LANES - 1) / AGK_LANES * AGK_LANES;
+    float *V = scratch;
+    float *M = scratch + (ptrdiff_t)16 * AGK_WINO_ROWS * ntx * cinp;
+    for (int ty0 = 0; ty0 < nty; ty0 += AGK_WINO_ROWS) {
+        int nt = (nty - ty0 < AGK_WINO_ROWS ? nty - ty0 : AGK_WINO_ROWS) * ntx;
+        ptrdiff_t vps = (ptrdiff_t)nt * cinp, mps = (ptrdiff_t)nt * cbuf;
+        for (int t = 0; t < nt; t++) {                      /* V = B^T d B, 8 channels at a time */
+            const float *d = base + (ptrdiff_t)2 * (ty0 + t / ntx) * row_stride + 2 * (t % ntx) * pix;
+            for (int c = 0; c < cinp; c += AGK_LANES) {
+                agk_v8 x[4][4], r[4][4];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++) x[i][j] = agk_load(d + i * row_stride + j * pix + c);
+                for (int j = 0; j < 4; j++) {
+                    r[0][j] = x[0][j] - x[2][j];
+                    r[1][j] = x[1][j] + x[2][j];
+                    r[2][j] = x[2][j] - x[1][j];
+                    r[3][j] = x[1][j] - x[3][j];
+                }
+                float *v = V + (ptrdiff_t)t * cinp + c;
+                for (int i = 0; i < 4; i++) {
+                    agk_store(v + (4 * i + 0) * vps, r[i][0] - r[i][2]);
+                    agk_store(v + (4 * i + 1) * vps, r[i][1] + r[i][2]);
+                    agk_store(v + (4 * i + 2) * vps, r[i][2] - r[i][1]);
+                    agk_store(v + (4 * i + 3) * vps, r[i][1] - r[i][3]);
+                }
+            }
+        }
+        for (int p = 0; p < 16; p++)                        /* M[p] = V[p] U[p] */
+            for (int co = 0; co < cbuf; co += 2 * AGK_LANES)
+                agk_conv_row(V + p * vps, 0, cinp, cin, 1, 1, u + (ptrdiff_t)p * cin * cbuf + co, cbuf, nt,
+                             M + p * mps + co, cbuf, NULL, alpha, cbuf - co >= 2 * AGK_LANES ? 2 : 1);
+        for (int t = 0; t < nt; t++) {                      /* Y = A^T M A, + bias, Leaky-ReLU (pool) */
+            int ty = ty0 + t / ntx, tx = t % ntx;
+            for (int co = 0; co < cbuf; co += AGK_LANES) {
+                const float *m = M + (ptrdiff_t)t * cbuf + co;
+                agk_v8 s0[4], s1[4];
+                for (int j = 0; j < 4; j++) {
+                    agk_v8 m0 = agk_load(m + (0 + j) * mps), m1 = agk_load(m + (4 + j) * mps);
+                    agk_v8 m2 = agk_load(m + (8 + j) * mps), m3 = agk_load(m + (12 + j) * mps);
+                    s0[j] = m0 + m1 + m2;
+                    s1[j] = m1 - m2 - m3;
+                }
+                agk_v8 y00 = s0[0] + s0[1] + s0[2], y01 = s0[1] - s0[2] - s0[3];
+                agk_v8 y10 = s1[0] + s1[1] + s1[2], y11 = s1[1] - s1[2] - s1[3];
+                agk_v8 bias = agk_load(b + co);
+                if (pool) {
+                    agk_v8 y = agk_max(agk_max(y00, y01), agk_max(y10, y11));
+                    agk_store(out + ((ptrdiff_t)ty * dwp + tx) * dc + co, agk_leaky(y + bias, alpha));
+                } else {
+                    float *o = out + ((ptrdiff_t)2 * ty * dwp + 2 * tx) * dc + co;
+                    agk_store(o, agk_leaky(y00 + bias, alpha));
+                    agk_store(o + dc, agk_leaky(y01 + bias, alpha));
+                    agk_store(o + (ptrdiff_t)dwp * dc, agk_leaky(y10 + bias, alpha));
+                    agk_store(o + (ptrdiff_t)dwp * dc + dc, agk_leaky(y11 + bias, alpha));
+                }
+            }
+        }
+    }
+}
+
 #define AGK_LAYER_ARGS                                                                                     \
     const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst, int dwp, int dc, int dp, int co0, \
         int cbuf, int k, int dil, int pad, int pool, int oh, int ow, const float *w, const float *b,          \
-        float alpha, float *scratch
+        float alpha, float *scratch, int algo
 #define AGK_LAYER_CALL \
     src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, k, dil, pad, pool, oh, ow, w, b, alpha, scratch
 
-static void agk_conv_layer_generic(AGK_LAYER_ARGS) { agk_conv_layer_impl(AGK_LAYER_CALL); }
+/* algo 0: direct convolution; algo 1: Winograd F(2x2, 3x3) (the plan picks it only where it applies) */
+AGK_INLINE void agk_layer_impl(AGK_LAYER_ARGS) {
+    if (algo == 1)
+        agk_winograd_layer_impl(src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, pool, oh, ow, w, b, alpha,
+                                scratch);
+    else
+        agk_conv_layer_impl(AGK_LAYER_CALL);
+}
+
+static void agk_conv_layer_generic(AGK_LAYER_ARGS) { agk_layer_impl(AGK_LAYER_CALL, algo); }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
 /* the same code compiled for AVX2 + FMA, chosen at run time */
 __attribute__((target("avx2,fma"))) static void agk_conv_layer_avx2(AGK_LAYER_ARGS) {
-    agk_conv_layer_impl(AGK_LAYER_CALL);
+    agk_layer_impl(AGK_LAYER_CALL, algo);
 }
 static int agk_use_avx2(void) {
     __builtin_cpu_init();

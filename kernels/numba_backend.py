@@ -5,7 +5,7 @@ Strategy (the same program as the Cython backend, kernels/plan.py, in Python syn
 - A register-blocked direct convolution: tile_RXxNV keeps RX output pixels x NV*8 output channels
   in RX*NV explicit vector accumulators (numba_simd.float32x8) for the whole (ky, kx, c_in)
   reduction; bias, Leaky-ReLU and (for pooled stages) the 2x2 max pool are applied on the way out.
-  The tiles are written out by hand (RX in {4, 1}, NV in {3, 2, 1}) because numba has no templates.
+  The tiles are written out by hand (RX in {6, 4, 2, 1}, NV in {2, 1}) because numba has no templates.
 - run_network runs every stage and the heads of one image per call of run_image; with T > 1 threads a
   prange over T workspaces takes images t, t + T, ... so results do not depend on T.
 
@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import ops
-from .numba_simd import vadd, vbroadcast_at, vfma, vleaky, vload, vmax, vstore, vzero
+from .numba_simd import vadd, vbroadcast_at, vfma, vleaky, vload, vmax, vstore, vsub, vzero
 
 NAME = "numba"
 ISA = f"LLVM <8 x float> for {numba.config.CPU_NAME or __import__('llvmlite.binding', fromlist=['x']).get_host_cpu_name()}"
@@ -31,50 +31,59 @@ JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
 # layer table columns, as in kernels/plan.py
 (SRC_OFF, SRC_WP, SRC_C, SRC_P, CI0, CIN, DST_OFF, DST_WP, DST_C, DST_P, CO0, CBUF,
- K, DIL, PAD, POOL, OH, OW, W_OFF, B_OFF) = range(20)
+ K, DIL, PAD, POOL, OH, OW, W_OFF, B_OFF, ALGO) = range(21)
+WINOGRAD = 1
+WINO_ROWS = 4        # tile rows per block, as plan.WINO_ROWS
 
 
 @njit(**JIT)
-def tile_4x3(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
+def tile_6x2(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
               has_bias, alpha):
-    """The micro-kernel: dst[di + r * dst_pix + 8 v + lane] for r < 4 pixels, v < 3 vectors, with the
+    """The micro-kernel: dst[di + r * dst_pix + 8 v + lane] for r < 6 pixels, v < 2 vectors, with the
     whole (ky, kx, ci) reduction in 12 vector accumulators. src[si] is the first pixel's receptive
     field corner, w[wi] the packed weight [0][0][0][co0]. has_bias: start from bias[bi:] and store
     Leaky-ReLU(alpha) of the result; else start from 0 and store it raw (for the pool)."""
     b0 = vload(bias, bi + 0) if has_bias else vzero()
     b1 = vload(bias, bi + 8) if has_bias else vzero()
-    b2 = vload(bias, bi + 16) if has_bias else vzero()
-    a00 = b0; a01 = b1; a02 = b2
-    a10 = b0; a11 = b1; a12 = b2
-    a20 = b0; a21 = b1; a22 = b2
-    a30 = b0; a31 = b1; a32 = b2
+    a00 = b0; a01 = b1
+    a10 = b0; a11 = b1
+    a20 = b0; a21 = b1
+    a30 = b0; a31 = b1
+    a40 = b0; a41 = b1
+    a50 = b0; a51 = b1
     for ky in range(k):
         for kx in range(k):
             s = si + ky * dil * row_stride + kx * dil * pix_stride
             wk = wi + (ky * k + kx) * cin * cbuf
             for ci in range(cin):
-                w0 = vload(w, wk + 0); w1 = vload(w, wk + 8); w2 = vload(w, wk + 16)
-                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00); a01 = vfma(x, w1, a01); a02 = vfma(x, w2, a02)
-                x = vbroadcast_at(src, s + pix_stride); a10 = vfma(x, w0, a10); a11 = vfma(x, w1, a11); a12 = vfma(x, w2, a12)
-                x = vbroadcast_at(src, s + 2 * pix_stride); a20 = vfma(x, w0, a20); a21 = vfma(x, w1, a21); a22 = vfma(x, w2, a22)
-                x = vbroadcast_at(src, s + 3 * pix_stride); a30 = vfma(x, w0, a30); a31 = vfma(x, w1, a31); a32 = vfma(x, w2, a32)
+                w0 = vload(w, wk + 0); w1 = vload(w, wk + 8)
+                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00); a01 = vfma(x, w1, a01)
+                x = vbroadcast_at(src, s + pix_stride); a10 = vfma(x, w0, a10); a11 = vfma(x, w1, a11)
+                x = vbroadcast_at(src, s + 2 * pix_stride); a20 = vfma(x, w0, a20); a21 = vfma(x, w1, a21)
+                x = vbroadcast_at(src, s + 3 * pix_stride); a30 = vfma(x, w0, a30); a31 = vfma(x, w1, a31)
+                x = vbroadcast_at(src, s + 4 * pix_stride); a40 = vfma(x, w0, a40); a41 = vfma(x, w1, a41)
+                x = vbroadcast_at(src, s + 5 * pix_stride); a50 = vfma(x, w0, a50); a51 = vfma(x, w1, a51)
                 s += 1
                 wk += cbuf
     if has_bias:
-        a00 = vleaky(a00, alpha); a01 = vleaky(a01, alpha); a02 = vleaky(a02, alpha)
-        a10 = vleaky(a10, alpha); a11 = vleaky(a11, alpha); a12 = vleaky(a12, alpha)
-        a20 = vleaky(a20, alpha); a21 = vleaky(a21, alpha); a22 = vleaky(a22, alpha)
-        a30 = vleaky(a30, alpha); a31 = vleaky(a31, alpha); a32 = vleaky(a32, alpha)
-    vstore(dst, di + 0, a00); vstore(dst, di + 8, a01); vstore(dst, di + 16, a02)
-    vstore(dst, di + dst_pix + 0, a10); vstore(dst, di + dst_pix + 8, a11); vstore(dst, di + dst_pix + 16, a12)
-    vstore(dst, di + 2 * dst_pix + 0, a20); vstore(dst, di + 2 * dst_pix + 8, a21); vstore(dst, di + 2 * dst_pix + 16, a22)
-    vstore(dst, di + 3 * dst_pix + 0, a30); vstore(dst, di + 3 * dst_pix + 8, a31); vstore(dst, di + 3 * dst_pix + 16, a32)
+        a00 = vleaky(a00, alpha); a01 = vleaky(a01, alpha)
+        a10 = vleaky(a10, alpha); a11 = vleaky(a11, alpha)
+        a20 = vleaky(a20, alpha); a21 = vleaky(a21, alpha)
+        a30 = vleaky(a30, alpha); a31 = vleaky(a31, alpha)
+        a40 = vleaky(a40, alpha); a41 = vleaky(a41, alpha)
+        a50 = vleaky(a50, alpha); a51 = vleaky(a51, alpha)
+    vstore(dst, di + 0, a00); vstore(dst, di + 8, a01)
+    vstore(dst, di + dst_pix + 0, a10); vstore(dst, di + dst_pix + 8, a11)
+    vstore(dst, di + 2 * dst_pix + 0, a20); vstore(dst, di + 2 * dst_pix + 8, a21)
+    vstore(dst, di + 3 * dst_pix + 0, a30); vstore(dst, di + 3 * dst_pix + 8, a31)
+    vstore(dst, di + 4 * dst_pix + 0, a40); vstore(dst, di + 4 * dst_pix + 8, a41)
+    vstore(dst, di + 5 * dst_pix + 0, a50); vstore(dst, di + 5 * dst_pix + 8, a51)
 
 
 @njit(**JIT)
 def tile_4x2(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
               has_bias, alpha):
-    """4 pixels x 16 channels; see tile_4x3."""
+    """4 pixels x 16 channels; see tile_6x2."""
     b0 = vload(bias, bi + 0) if has_bias else vzero()
     b1 = vload(bias, bi + 8) if has_bias else vzero()
     a00 = b0; a01 = b1
@@ -105,9 +114,95 @@ def tile_4x2(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di,
 
 
 @njit(**JIT)
+def tile_2x2(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
+              has_bias, alpha):
+    """2 pixels x 16 channels; see tile_6x2."""
+    b0 = vload(bias, bi + 0) if has_bias else vzero()
+    b1 = vload(bias, bi + 8) if has_bias else vzero()
+    a00 = b0; a01 = b1
+    a10 = b0; a11 = b1
+    for ky in range(k):
+        for kx in range(k):
+            s = si + ky * dil * row_stride + kx * dil * pix_stride
+            wk = wi + (ky * k + kx) * cin * cbuf
+            for ci in range(cin):
+                w0 = vload(w, wk + 0); w1 = vload(w, wk + 8)
+                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00); a01 = vfma(x, w1, a01)
+                x = vbroadcast_at(src, s + pix_stride); a10 = vfma(x, w0, a10); a11 = vfma(x, w1, a11)
+                s += 1
+                wk += cbuf
+    if has_bias:
+        a00 = vleaky(a00, alpha); a01 = vleaky(a01, alpha)
+        a10 = vleaky(a10, alpha); a11 = vleaky(a11, alpha)
+    vstore(dst, di + 0, a00); vstore(dst, di + 8, a01)
+    vstore(dst, di + dst_pix + 0, a10); vstore(dst, di + dst_pix + 8, a11)
+
+
+@njit(**JIT)
+def tile_1x2(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
+              has_bias, alpha):
+    """1 pixels x 16 channels; see tile_6x2."""
+    b0 = vload(bias, bi + 0) if has_bias else vzero()
+    b1 = vload(bias, bi + 8) if has_bias else vzero()
+    a00 = b0; a01 = b1
+    for ky in range(k):
+        for kx in range(k):
+            s = si + ky * dil * row_stride + kx * dil * pix_stride
+            wk = wi + (ky * k + kx) * cin * cbuf
+            for ci in range(cin):
+                w0 = vload(w, wk + 0); w1 = vload(w, wk + 8)
+                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00); a01 = vfma(x, w1, a01)
+                s += 1
+                wk += cbuf
+    if has_bias:
+        a00 = vleaky(a00, alpha); a01 = vleaky(a01, alpha)
+    vstore(dst, di + 0, a00); vstore(dst, di + 8, a01)
+
+
+@njit(**JIT)
+def tile_6x1(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
+              has_bias, alpha):
+    """6 pixels x 8 channels; see tile_6x2."""
+    b0 = vload(bias, bi + 0) if has_bias else vzero()
+    a00 = b0
+    a10 = b0
+    a20 = b0
+    a30 = b0
+    a40 = b0
+    a50 = b0
+    for ky in range(k):
+        for kx in range(k):
+            s = si + ky * dil * row_stride + kx * dil * pix_stride
+            wk = wi + (ky * k + kx) * cin * cbuf
+            for ci in range(cin):
+                w0 = vload(w, wk + 0)
+                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00)
+                x = vbroadcast_at(src, s + pix_stride); a10 = vfma(x, w0, a10)
+                x = vbroadcast_at(src, s + 2 * pix_stride); a20 = vfma(x, w0, a20)
+                x = vbroadcast_at(src, s + 3 * pix_stride); a30 = vfma(x, w0, a30)
+                x = vbroadcast_at(src, s + 4 * pix_stride); a40 = vfma(x, w0, a40)
+                x = vbroadcast_at(src, s + 5 * pix_stride); a50 = vfma(x, w0, a50)
+                s += 1
+                wk += cbuf
+    if has_bias:
+        a00 = vleaky(a00, alpha)
+        a10 = vleaky(a10, alpha)
+        a20 = vleaky(a20, alpha)
+        a30 = vleaky(a30, alpha)
+        a40 = vleaky(a40, alpha)
+        a50 = vleaky(a50, alpha)
+    vstore(dst, di + 0, a00)
+    vstore(dst, di + dst_pix + 0, a10)
+    vstore(dst, di + 2 * dst_pix + 0, a20)
+    vstore(dst, di + 3 * dst_pix + 0, a30)
+    vstore(dst, di + 4 * dst_pix + 0, a40)
+    vstore(dst, di + 5 * dst_pix + 0, a50)
+
+
+@njit(**JIT)
 def tile_4x1(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
               has_bias, alpha):
-    """4 pixels x 8 channels; see tile_4x3."""
+    """4 pixels x 8 channels; see tile_6x2."""
     b0 = vload(bias, bi + 0) if has_bias else vzero()
     a00 = b0
     a10 = b0
@@ -137,52 +232,33 @@ def tile_4x1(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di,
 
 
 @njit(**JIT)
-def tile_1x3(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
+def tile_2x1(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
               has_bias, alpha):
-    """1 pixels x 24 channels; see tile_4x3."""
+    """2 pixels x 8 channels; see tile_6x2."""
     b0 = vload(bias, bi + 0) if has_bias else vzero()
-    b1 = vload(bias, bi + 8) if has_bias else vzero()
-    b2 = vload(bias, bi + 16) if has_bias else vzero()
-    a00 = b0; a01 = b1; a02 = b2
+    a00 = b0
+    a10 = b0
     for ky in range(k):
         for kx in range(k):
             s = si + ky * dil * row_stride + kx * dil * pix_stride
             wk = wi + (ky * k + kx) * cin * cbuf
             for ci in range(cin):
-                w0 = vload(w, wk + 0); w1 = vload(w, wk + 8); w2 = vload(w, wk + 16)
-                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00); a01 = vfma(x, w1, a01); a02 = vfma(x, w2, a02)
+                w0 = vload(w, wk + 0)
+                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00)
+                x = vbroadcast_at(src, s + pix_stride); a10 = vfma(x, w0, a10)
                 s += 1
                 wk += cbuf
     if has_bias:
-        a00 = vleaky(a00, alpha); a01 = vleaky(a01, alpha); a02 = vleaky(a02, alpha)
-    vstore(dst, di + 0, a00); vstore(dst, di + 8, a01); vstore(dst, di + 16, a02)
-
-
-@njit(**JIT)
-def tile_1x2(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
-              has_bias, alpha):
-    """1 pixels x 16 channels; see tile_4x3."""
-    b0 = vload(bias, bi + 0) if has_bias else vzero()
-    b1 = vload(bias, bi + 8) if has_bias else vzero()
-    a00 = b0; a01 = b1
-    for ky in range(k):
-        for kx in range(k):
-            s = si + ky * dil * row_stride + kx * dil * pix_stride
-            wk = wi + (ky * k + kx) * cin * cbuf
-            for ci in range(cin):
-                w0 = vload(w, wk + 0); w1 = vload(w, wk + 8)
-                x = vbroadcast_at(src, s); a00 = vfma(x, w0, a00); a01 = vfma(x, w1, a01)
-                s += 1
-                wk += cbuf
-    if has_bias:
-        a00 = vleaky(a00, alpha); a01 = vleaky(a01, alpha)
-    vstore(dst, di + 0, a00); vstore(dst, di + 8, a01)
+        a00 = vleaky(a00, alpha)
+        a10 = vleaky(a10, alpha)
+    vstore(dst, di + 0, a00)
+    vstore(dst, di + dst_pix + 0, a10)
 
 
 @njit(**JIT)
 def tile_1x1(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di, dst_pix, bias, bi,
               has_bias, alpha):
-    """1 pixels x 8 channels; see tile_4x3."""
+    """1 pixels x 8 channels; see tile_6x2."""
     b0 = vload(bias, bi + 0) if has_bias else vzero()
     a00 = b0
     for ky in range(k):
@@ -202,73 +278,174 @@ def tile_1x1(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst, di,
 
 @njit(**JIT)
 def conv_row(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, ow, dst, di, dst_pix, bias, bi,
-             has_bias, alpha):
-    """One output row of ow pixels and all cbuf channels, in tiles of 4 pixels x (24, 16 or 8) channels."""
-    co = 0
-    while co < cbuf:
-        left = (cbuf - co) // 8
-        nv = 2 if left == 4 else (3 if left >= 3 else left)       # 7 -> 3 + 2 + 2, 4 -> 2 + 2
-        ox = 0
-        while ox + 4 <= ow:
-            s, d = si + ox * pix_stride, di + ox * dst_pix + co
-            if nv == 3:
-                tile_4x3(src, s, row_stride, pix_stride, cin, k, dil, w, wi + co, cbuf, dst, d, dst_pix, bias, bi + co,
-                         has_bias, alpha)
-            elif nv == 2:
-                tile_4x2(src, s, row_stride, pix_stride, cin, k, dil, w, wi + co, cbuf, dst, d, dst_pix, bias, bi + co,
-                         has_bias, alpha)
-            else:
-                tile_4x1(src, s, row_stride, pix_stride, cin, k, dil, w, wi + co, cbuf, dst, d, dst_pix, bias, bi + co,
-                         has_bias, alpha)
+             has_bias, alpha, nv):
+    """One output row of ow pixels, channels [co, co + 8 nv) (nv = 1 or 2; w[wi], bias[bi], dst[di] at co):
+    tiles of 6 pixels, then 4, 2, 1."""
+    ox = 0
+    if nv == 2:
+        while ox + 6 <= ow:
+            tile_6x2(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
+            ox += 6
+        if ox + 4 <= ow:
+            tile_4x2(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
             ox += 4
-        while ox < ow:
-            s, d = si + ox * pix_stride, di + ox * dst_pix + co
-            if nv == 3:
-                tile_1x3(src, s, row_stride, pix_stride, cin, k, dil, w, wi + co, cbuf, dst, d, dst_pix, bias, bi + co,
-                         has_bias, alpha)
-            elif nv == 2:
-                tile_1x2(src, s, row_stride, pix_stride, cin, k, dil, w, wi + co, cbuf, dst, d, dst_pix, bias, bi + co,
-                         has_bias, alpha)
-            else:
-                tile_1x1(src, s, row_stride, pix_stride, cin, k, dil, w, wi + co, cbuf, dst, d, dst_pix, bias, bi + co,
-                         has_bias, alpha)
-            ox += 1
-        co += nv * 8
+        if ox + 2 <= ow:
+            tile_2x2(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
+            ox += 2
+        if ox < ow:
+            tile_1x2(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
+    else:
+        while ox + 6 <= ow:
+            tile_6x1(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
+            ox += 6
+        if ox + 4 <= ow:
+            tile_4x1(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
+            ox += 4
+        if ox + 2 <= ow:
+            tile_2x1(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
+            ox += 2
+        if ox < ow:
+            tile_1x1(src, si + ox * pix_stride, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, dst,
+                     di + ox * dst_pix, dst_pix, bias, bi, has_bias, alpha)
 
 
 @njit(**JIT)
 def run_layer(src, dst, r, alpha, weights, biases, scratch):
-    """One fused stage (one row r of the layer table) on one image; see conv_kernel.h's agk_conv_layer_impl."""
+    """One fused stage (one row r of the layer table) on one image, as conv_kernel.h's agk_conv_layer_impl:
+    output channels in blocks of 16 (then 8) outermost, so a block's weights stay in L1 over all rows."""
     row_stride, pix_stride = r[SRC_WP] * r[SRC_C], r[SRC_C]
     base = r[SRC_OFF] + (r[SRC_P] - r[PAD]) * row_stride + (r[SRC_P] - r[PAD]) * pix_stride + r[CI0]
     dc, dwp = r[DST_C], r[DST_WP]
     out = r[DST_OFF] + (r[DST_P] * dwp + r[DST_P]) * dc + r[CO0]
     cin, k, dil, cbuf, oh, ow = r[CIN], r[K], r[DIL], r[CBUF], r[OH], r[OW]
     wi, bi = r[W_OFF], r[B_OFF]
-    if r[POOL] == 0:
-        for oy in range(oh):
-            conv_row(src, base + oy * row_stride, row_stride, pix_stride, cin, k, dil, weights, wi, cbuf, ow,
-                     dst, out + oy * dwp * dc, dc, biases, bi, True, alpha)
-        return
-    ph, pw = oh // 2, ow // 2
-    for py in range(ph):
-        for half in range(2):
-            conv_row(src, base + (2 * py + half) * row_stride, row_stride, pix_stride, cin, k, dil, weights, wi,
-                     cbuf, 2 * pw, scratch, half * 2 * pw * cbuf, cbuf, biases, bi, False, alpha)
-        o = out + py * dwp * dc
-        for px in range(pw):
-            a, c = 2 * px * cbuf, (2 * pw + 2 * px) * cbuf
-            for v in range(0, cbuf, 8):
-                m = vmax(vmax(vload(scratch, a + v), vload(scratch, a + cbuf + v)),
-                         vmax(vload(scratch, c + v), vload(scratch, c + cbuf + v)))
-                vstore(dst, o + px * dc + v, vleaky(vadd(m, vload(biases, bi + v)), alpha))
+    # addresses, not arrays, into the hot calls: no reference counting per tile (see numba_simd)
+    src, dst, weights, biases, scratch = src.ctypes.data, dst.ctypes.data, weights.ctypes.data, \
+        biases.ctypes.data, scratch.ctypes.data
+    for co in range(0, cbuf, 16):
+        nv = 2 if cbuf - co >= 16 else 1
+        width = 8 * nv
+        if r[POOL] == 0:
+            for oy in range(oh):
+                conv_row(src, base + oy * row_stride, row_stride, pix_stride, cin, k, dil, weights, wi + co, cbuf,
+                         ow, dst, out + oy * dwp * dc + co, dc, biases, bi + co, True, alpha, nv)
+            continue
+        ph, pw = oh // 2, ow // 2
+        for py in range(ph):
+            for half in range(2):
+                conv_row(src, base + (2 * py + half) * row_stride, row_stride, pix_stride, cin, k, dil, weights,
+                         wi + co, cbuf, 2 * pw, scratch, half * 2 * pw * width, width, biases, bi + co, False,
+                         alpha, nv)
+            o = out + py * dwp * dc + co
+            for px in range(pw):
+                a, c = 2 * px * width, (2 * pw + 2 * px) * width
+                for v in range(0, width, 8):
+                    m = vmax(vmax(vload(scratch, a + v), vload(scratch, a + width + v)),
+                             vmax(vload(scratch, c + v), vload(scratch, c + width + v)))
+                    vstore(dst, o + px * dc + v, vleaky(vadd(m, vload(biases, bi + co + v)), alpha))
+
+
+@njit(**JIT)
+def run_winograd(src, dst, r, alpha, u, biases, scratch):
+    """Winograd F(2x2, 3x3) stage (3x3, dilation 1, pad 1, even output), as conv_kernel.h's
+    agk_winograd_layer_impl: V = B^T d B per 4x4 input tile and 8 channels, 16 products V[p] U[p] by the
+    1x1-conv micro-kernel, Y = A^T M A per tile, + bias, Leaky-ReLU, and the 2x2 pool as a max over a tile."""
+    row_stride, pix = r[SRC_WP] * r[SRC_C], r[SRC_C]
+    base = r[SRC_OFF] + (r[SRC_P] - 1) * row_stride + (r[SRC_P] - 1) * pix + r[CI0]
+    dc, dwp = r[DST_C], r[DST_WP]
+    out = r[DST_OFF] + (r[DST_P] * dwp + r[DST_P]) * dc + r[CO0]
+    cin, cbuf, pool = r[CIN], r[CBUF], r[POOL]
+    wi, bi = r[W_OFF], r[B_OFF]
+    nty, ntx = r[OH] // 2, r[OW] // 2
+    cinp = (cin + 7) // 8 * 8
+    m_base = 16 * WINO_ROWS * ntx * cinp
+    src, dst, u, biases, scratch = src.ctypes.data, dst.ctypes.data, u.ctypes.data, biases.ctypes.data, \
+        scratch.ctypes.data
+    for ty0 in range(0, nty, WINO_ROWS):
+        nt = min(WINO_ROWS, nty - ty0) * ntx
+        vps, mps = nt * cinp, nt * cbuf
+        for t in range(nt):                                  # V = B^T d B, in registers
+            d = base + 2 * (ty0 + t // ntx) * row_stride + 2 * (t % ntx) * pix
+            for c in range(0, cinp, 8):
+                x0, x1, x2, x3 = d + c, d + c + row_stride, d + c + 2 * row_stride, d + c + 3 * row_stride
+                # rows of B^T d: r0 = d0 - d2, r1 = d1 + d2, r2 = d2 - d1, r3 = d1 - d3 (d_i: input row i)
+                a, b_, c_, e = vload(src, x0), vload(src, x1), vload(src, x2), vload(src, x3)
+                r00, r10, r20, r30 = vsub(a, c_), vadd(b_, c_), vsub(c_, b_), vsub(b_, e)
+                a, b_, c_, e = vload(src, x0 + pix), vload(src, x1 + pix), vload(src, x2 + pix), vload(src, x3 + pix)
+                r01, r11, r21, r31 = vsub(a, c_), vadd(b_, c_), vsub(c_, b_), vsub(b_, e)
+                a, b_, c_, e = vload(src, x0 + 2 * pix), vload(src, x1 + 2 * pix), vload(src, x2 + 2 * pix), \
+                    vload(src, x3 + 2 * pix)
+                r02, r12, r22, r32 = vsub(a, c_), vadd(b_, c_), vsub(c_, b_), vsub(b_, e)
+                a, b_, c_, e = vload(src, x0 + 3 * pix), vload(src, x1 + 3 * pix), vload(src, x2 + 3 * pix), \
+                    vload(src, x3 + 3 * pix)
+                r03, r13, r23, r33 = vsub(a, c_), vadd(b_, c_), vsub(c_, b_), vsub(b_, e)
+                # columns: (B^T d) B, stored at V[4 i + j]
+                v = t * cinp + c
+                vstore(scratch, v, vsub(r00, r02))
+                vstore(scratch, v + vps, vadd(r01, r02))
+                vstore(scratch, v + 2 * vps, vsub(r02, r01))
+                vstore(scratch, v + 3 * vps, vsub(r01, r03))
+                vstore(scratch, v + 4 * vps, vsub(r10, r12))
+                vstore(scratch, v + 5 * vps, vadd(r11, r12))
+                vstore(scratch, v + 6 * vps, vsub(r12, r11))
+                vstore(scratch, v + 7 * vps, vsub(r11, r13))
+                vstore(scratch, v + 8 * vps, vsub(r20, r22))
+                vstore(scratch, v + 9 * vps, vadd(r21, r22))
+                vstore(scratch, v + 10 * vps, vsub(r22, r21))
+                vstore(scratch, v + 11 * vps, vsub(r21, r23))
+                vstore(scratch, v + 12 * vps, vsub(r30, r32))
+                vstore(scratch, v + 13 * vps, vadd(r31, r32))
+                vstore(scratch, v + 14 * vps, vsub(r32, r31))
+                vstore(scratch, v + 15 * vps, vsub(r31, r33))
+        for p in range(16):                                  # M[p] = V[p] U[p]
+            for co in range(0, cbuf, 16):
+                conv_row(scratch, p * vps, 0, cinp, cin, 1, 1, u, wi + p * cin * cbuf + co, cbuf, nt, scratch,
+                         m_base + p * mps + co, cbuf, biases, bi, False, alpha, 2 if cbuf - co >= 16 else 1)
+        for t in range(nt):                                  # Y = A^T M A
+            ty, tx = ty0 + t // ntx, t % ntx
+            for co in range(0, cbuf, 8):
+                m = m_base + t * cbuf + co
+                m0, m1, m2, m3 = vload(scratch, m), vload(scratch, m + 4 * mps), vload(scratch, m + 8 * mps), \
+                    vload(scratch, m + 12 * mps)
+                s00, s10 = vadd(vadd(m0, m1), m2), vsub(vsub(m1, m2), m3)
+                m0, m1, m2, m3 = vload(scratch, m + mps), vload(scratch, m + 5 * mps), \
+                    vload(scratch, m + 9 * mps), vload(scratch, m + 13 * mps)
+                s01, s11 = vadd(vadd(m0, m1), m2), vsub(vsub(m1, m2), m3)
+                m0, m1, m2, m3 = vload(scratch, m + 2 * mps), vload(scratch, m + 6 * mps), \
+                    vload(scratch, m + 10 * mps), vload(scratch, m + 14 * mps)
+                s02, s12 = vadd(vadd(m0, m1), m2), vsub(vsub(m1, m2), m3)
+                m0, m1, m2, m3 = vload(scratch, m + 3 * mps), vload(scratch, m + 7 * mps), \
+                    vload(scratch, m + 11 * mps), vload(scratch, m + 15 * mps)
+                s03, s13 = vadd(vadd(m0, m1), m2), vsub(vsub(m1, m2), m3)
+                y00, y01 = vadd(vadd(s00, s01), s02), vsub(vsub(s01, s02), s03)
+                y10, y11 = vadd(vadd(s10, s11), s12), vsub(vsub(s11, s12), s13)
+                bias = vload(biases, bi + co)
+                if pool:
+                    y = vmax(vmax(y00, y01), vmax(y10, y11))
+                    vstore(dst, out + (ty * dwp + tx) * dc + co, vleaky(vadd(y, bias), alpha))
+                else:
+                    o = out + (2 * ty * dwp + 2 * tx) * dc + co
+                    vstore(dst, o, vleaky(vadd(y00, bias), alpha))
+                    vstore(dst, o + dc, vleaky(vadd(y01, bias), alpha))
+                    vstore(dst, o + dwp * dc, vleaky(vadd(y10, bias), alpha))
+                    vstore(dst, o + dwp * dc + dc, vleaky(vadd(y11, bias), alpha))
 
 
 @njit(**JIT)
 def conv_layer(src, dst, layers, alphas, weights, biases, scratch):
     """Every row of a layer table on one image (src and dst: the flat buffers the offsets point into)."""
     for i in range(layers.shape[0]):
-        run_layer(src, dst, layers[i], alphas[i], weights, biases, scratch)
+        if layers[i, ALGO] == WINOGRAD:
+            run_winograd(src, dst, layers[i], alphas[i], weights, biases, scratch)
+        else:
+            run_layer(src, dst, layers[i], alphas[i], weights, biases, scratch)
 
 
 @njit(**JIT)
@@ -333,7 +510,10 @@ def run_image(x, n, ws, scratch, image, layers, alphas, weights, biases, g, hp, 
                 for c in range(x.shape[1]):
                     ws[row + xx * ch + c] = x[n, c, y, xx]
     for i in range(first, last):
-        run_layer(ws, ws, layers[i], alphas[i], weights, biases, scratch)
+        if layers[i, ALGO] == WINOGRAD:
+            run_winograd(ws, ws, layers[i], alphas[i], weights, biases, scratch)
+        else:
+            run_layer(ws, ws, layers[i], alphas[i], weights, biases, scratch)
     if do_heads:
         heads(ws, g, hp, head_alpha, out, n, feat, hidden)
 

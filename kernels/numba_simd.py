@@ -11,7 +11,8 @@ AVX, two NEON registers with fmla on the Jetson Nano's Cortex-A57. No flags need
 targets the CPU it runs on (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES override it, e.g. for a cache
 built on one machine and used on another).
 
-All indices are in float32 elements into 1-D C-contiguous float32 arrays; nothing is bounds-checked.
+All indices are in float32 elements into 1-D C-contiguous float32 arrays, or from the integer address of
+one (arr.ctypes.data, see _element_pointer); nothing is bounds-checked.
 """
 from llvmlite import ir
 from numba import types
@@ -39,7 +40,12 @@ class _Float32x8Model(models.PrimitiveModel):
 
 
 def _element_pointer(context, builder, array_type, array, index):
-    data = context.make_array(array_type)(context, builder, array).data
+    """&array[index]: `array` is a float32 array, or the integer address of one (arr.ctypes.data). Addresses let
+    the hot inner functions take no array arguments, so numba emits no reference counting around their calls."""
+    if isinstance(array_type, types.Integer):
+        data = builder.inttoptr(array, ir.PointerType(ir.FloatType()))
+    else:
+        data = context.make_array(array_type)(context, builder, array).data
     return builder.gep(data, [index])
 
 
@@ -97,6 +103,13 @@ def vfma(typingctx, a, b, c):
 def vadd(typingctx, a, b):
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+    return float32x8(float32x8, float32x8), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
     return float32x8(float32x8, float32x8), codegen
 
 

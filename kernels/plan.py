@@ -30,8 +30,10 @@ LANES = 8            # output channels per vector: 8 float32 = 256 bits (two NEO
 
 # Columns of the layer table, one row per fused conv(+bias+Leaky-ReLU(+max pool)) stage.
 (SRC_OFF, SRC_WP, SRC_C, SRC_P, CI0, CIN, DST_OFF, DST_WP, DST_C, DST_P, CO0, CBUF,
- K, DIL, PAD, POOL, OH, OW, W_OFF, B_OFF) = range(20)
-N_FIELDS = 20
+ K, DIL, PAD, POOL, OH, OW, W_OFF, B_OFF, ALGO) = range(21)
+N_FIELDS = 21
+DIRECT, WINOGRAD = 0, 1          # values of the ALGO column
+WINO_ROWS = 4                    # tile rows per block in conv_kernel.h's Winograd (AGK_WINO_ROWS)
 
 # Head parameters, one flat float32 vector; offsets in HEAD_* (see Plan.heads).
 HEAD_NAMES = ("gender_virtual.fc", "age_virtual.fc", "top_head.fc1", "top_head.fc_gender", "top_head.fc_age",
@@ -48,6 +50,23 @@ def fold_batch_norm(w, gamma, beta, mean, var, eps):
     w_folded = w.astype(np.float64) * s[:, None, None, None]
     b_folded = beta.astype(np.float64) - mean.astype(np.float64) * s
     return w_folded.astype(np.float32), b_folded.astype(np.float32)
+
+
+def winograd_weights(w, b=None):
+    """w [C_out, C_in, 3, 3] -> U [16, C_in, C_out rounded up to LANES] with U[4 a + b] = (G w G^T)[a, b], the
+    Winograd F(2x2, 3x3) weight transform (in float64, rounded once); b -> padded as in pack_weights."""
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    c_out, c_in = w.shape[:2]
+    u = np.einsum("ak,oikl,bl->abio", g, w.astype(np.float64), g).reshape(16, c_in, c_out)
+    packed = np.zeros((16, c_in, round_up(c_out, LANES)), np.float32)
+    packed[:, :, :c_out] = u
+    return packed, pack_weights(w, b)[1]
+
+
+def winograd_applies(k, dilation, pad, oh, ow, c_in):
+    """Winograd F(2x2, 3x3) where it is exact in shape (3x3, 'same', even output) and pays: its transforms
+    cost per channel, its savings per channel pair, so tiny inputs or outputs stay direct."""
+    return k == 3 and dilation == 1 and pad == 1 and oh % 2 == 0 and ow % 2 == 0 and oh * ow >= 64 and c_in >= 8
 
 
 def pack_weights(w, b=None):
@@ -91,7 +110,7 @@ class Stage:
     name: str
     src: Slice
     dst: Slice
-    w: np.ndarray                        # packed [K, K, C_in, CBUF]
+    w: np.ndarray                        # folded [C_out, C_in, K, K]
     b: np.ndarray                        # [CBUF]
     k: int
     dilation: int
@@ -124,9 +143,10 @@ def _layer_output_name(block, cbl, pool, index_in_block):
 class Plan:
     """Buffers, stages and head parameters of the network for given weights and attributes."""
 
-    def __init__(self, weights, attrs, merge=True):
+    def __init__(self, weights, attrs, merge=True, winograd=True):
         self.buffers = {}
         self.stages = []
+        self.winograd = winograd
         self._build(weights, attrs, merge)
         self._layout()
         self._heads(weights, attrs)
@@ -235,10 +255,9 @@ class Plan:
         return Slice(name, 0, c_total)
 
     def _add_stage(self, name, src, dst, w, b, pad, dil, pool, alpha, outputs, src_size, size):
-        packed, bias = pack_weights(w, b)
         buf = self.buffers[src.buffer]
         buf.pad = max(buf.pad, pad)
-        self.stages.append(Stage(name, src, dst, packed, bias, w.shape[2], dil, pad, pool, alpha, outputs))
+        self.stages.append(Stage(name, src, dst, w, b, w.shape[2], dil, pad, pool, alpha, outputs))
 
     # -- layout -----------------------------------------------------------------------------------------
     def _layout(self):
@@ -246,28 +265,36 @@ class Plan:
         for buf in self.buffers.values():
             buf.offset = offset
             offset += round_up(buf.size, 16)
-        self.workspace_size = offset
+        self.workspace_size = offset + 2 * LANES    # slack: Winograd reads whole vectors past a channel slice
         w_parts, b_parts, rows, w_off, b_off = [], [], [], 0, 0
         self.scratch_size = 0
+        self.algos = []
         for st in self.stages:
             src, dst = self.buffers[st.src.buffer], self.buffers[st.dst.buffer]
             oh = src.h + 2 * st.pad - st.dilation * (st.k - 1)
             ow = src.w + 2 * st.pad - st.dilation * (st.k - 1)
-            cbuf = st.w.shape[3]
+            algo = WINOGRAD if self.winograd and winograd_applies(st.k, st.dilation, st.pad, oh, ow, st.src.c) \
+                else DIRECT
+            packed, bias = (winograd_weights if algo == WINOGRAD else pack_weights)(st.w, st.b)
+            cbuf = packed.shape[-1]
+            self.algos.append(algo)
             row = [0] * N_FIELDS
             row[SRC_OFF], row[SRC_WP], row[SRC_C], row[SRC_P] = src.offset, src.w + 2 * src.pad, src.channels, src.pad
             row[CI0], row[CIN] = st.src.c0, st.src.c
             row[DST_OFF], row[DST_WP], row[DST_C], row[DST_P] = dst.offset, dst.w + 2 * dst.pad, dst.channels, dst.pad
             row[CO0], row[CBUF] = st.dst.c0, cbuf
             row[K], row[DIL], row[PAD], row[POOL], row[OH], row[OW] = st.k, st.dilation, st.pad, int(st.pool), oh, ow
-            row[W_OFF], row[B_OFF] = w_off, b_off
+            row[W_OFF], row[B_OFF], row[ALGO] = w_off, b_off, algo
             assert st.dst.c0 + cbuf <= dst.channels, st.name
             rows.append(row)
-            w_parts.append(np.pad(st.w.ravel(), (0, round_up(st.w.size, 16) - st.w.size)))
-            b_parts.append(st.b)
-            w_off += round_up(st.w.size, 16)
-            b_off += st.b.size
-            if st.pool:
+            w_parts.append(np.pad(packed.ravel(), (0, round_up(packed.size, 16) - packed.size)))
+            b_parts.append(bias)
+            w_off += round_up(packed.size, 16)
+            b_off += bias.size
+            if algo == WINOGRAD:
+                self.scratch_size = max(self.scratch_size,
+                                        16 * WINO_ROWS * (ow // 2) * (round_up(st.src.c, LANES) + cbuf))
+            elif st.pool:
                 self.scratch_size = max(self.scratch_size, 2 * ow * cbuf)
         self.layers = np.array(rows, np.int64)
         self.alphas = np.array([st.alpha for st in self.stages], np.float32)
