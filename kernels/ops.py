@@ -10,7 +10,8 @@ Fused operations, not in refimpl (their reference is the composition of refimpl'
     conv_bn_leaky(x, w, scale, bias, mean, var, eps, alpha, pad=0, dilation=1)
         = leaky_relu(batch_norm(conv2d(x, w, pad=pad, dilation=dilation), scale, bias, mean, var, eps), alpha)
     conv_bn_leaky_pool(...) = max_pool2x2(conv_bn_leaky(...))
-    conv_bias_leaky(x, w, b, alpha, pad=0, dilation=1, pool=False): the kernel itself, BatchNorm already folded.
+    conv_bias_leaky(x, w, b, alpha, pad=0, dilation=1, pool=False, winograd=False): the kernel itself, BatchNorm
+        already folded; winograd=True runs the Winograd F(2x2, 3x3) form the network uses for its 3x3 stages.
 
 The cheap element-wise and head operations (batch_norm, leaky_relu, max_pool2x2, global_avg_pool,
 fully_connected, sigmoid, concat, ensemble) are refimpl's own, visibly: in the network they are fused
@@ -33,8 +34,9 @@ __all__ = ["conv2d", "conv_bias_leaky", "conv_bn_leaky", "conv_bn_leaky_pool", "
            "max_pool2x2", "global_avg_pool", "fully_connected", "sigmoid", "concat", "ensemble"]
 
 
-def _conv_bias_leaky(conv_layer, x, w, b, alpha, pad=0, dilation=1, pool=False):
-    """NCHW conv + bias + Leaky-ReLU(alpha) (+ max pool 2x2) through one backend's conv_layer."""
+def _conv_bias_leaky(conv_layer, x, w, b, alpha, pad=0, dilation=1, pool=False, winograd=False):
+    """NCHW conv + bias + Leaky-ReLU(alpha) (+ max pool 2x2) through one backend's conv_layer.
+    winograd=True: the Winograd F(2x2, 3x3) path of the network's 3x3 stages (ValueError where it does not apply)."""
     x = np.asarray(x, np.float32)
     w = np.asarray(w, np.float32)
     if x.ndim != 4 or w.ndim != 4 or w.shape[1] != x.shape[1] or w.shape[2] != w.shape[3]:
@@ -45,23 +47,33 @@ def _conv_bias_leaky(conv_layer, x, w, b, alpha, pad=0, dilation=1, pool=False):
     oh, ow = h + 2 * pad - dilation * (k - 1), width + 2 * pad - dilation * (k - 1)
     if oh < 1 or ow < 1 or pad < 0 or dilation < 1:
         raise ValueError(f"conv2d: input {x.shape}, weight {w.shape}, pad {pad}, dilation {dilation}: empty output")
-    packed, bias = planning.pack_weights(w, None if b is None else np.asarray(b, np.float32))
-    cbuf = packed.shape[3]
+    b = None if b is None else np.asarray(b, np.float32)
+    if winograd:
+        if not (k == 3 and dilation == 1 and pad == 1 and oh % 2 == 0 and ow % 2 == 0):
+            raise ValueError(f"conv2d: Winograd F(2x2, 3x3) needs a 3x3 kernel, dilation 1, pad 1 and an even output "
+                             f"size; got weight {w.shape}, dilation {dilation}, pad {pad}, output {oh}x{ow}")
+        packed, bias = planning.winograd_weights(w, b)
+    else:
+        packed, bias = planning.pack_weights(w, b)
+    cbuf = packed.shape[-1]
     ph, pw = (oh // 2, ow // 2) if pool else (oh, ow)
-    src = np.zeros((h + 2 * pad, width + 2 * pad, c_in), np.float32)
+    # channels padded to whole vectors: the Winograd input transform reads 8 channels at a time
+    src = np.zeros((h + 2 * pad, width + 2 * pad, planning.round_up(c_in, planning.LANES)), np.float32)
     dst = np.empty((ph, pw, cbuf), np.float32)
     row = np.zeros((1, planning.N_FIELDS), np.int64)
     r = row[0]
-    r[planning.SRC_WP], r[planning.SRC_C], r[planning.SRC_P], r[planning.CIN] = width + 2 * pad, c_in, pad, c_in
+    r[planning.SRC_WP], r[planning.SRC_C], r[planning.SRC_P], r[planning.CIN] = width + 2 * pad, src.shape[2], pad, c_in
     r[planning.DST_WP], r[planning.DST_C], r[planning.CBUF] = pw, cbuf, cbuf
     r[planning.K], r[planning.DIL], r[planning.PAD], r[planning.POOL] = k, dilation, pad, int(pool)
     r[planning.OH], r[planning.OW] = oh, ow
+    r[planning.ALGO] = planning.WINOGRAD if winograd else planning.DIRECT
     alphas = np.array([alpha], np.float32)
-    scratch = np.zeros(max(2 * ow * cbuf, planning.LANES), np.float32)
+    scratch = np.zeros(max(2 * ow * cbuf, planning.LANES, 16 * planning.WINO_ROWS * (ow // 2) * (src.shape[2] + cbuf)),
+                       np.float32)
     out = np.empty((n, c_out, ph, pw), np.float32)
     flat_w = packed.ravel()
     for i in range(n):
-        src[pad: pad + h, pad: pad + width] = x[i].transpose(1, 2, 0)
+        src[pad: pad + h, pad: pad + width, :c_in] = x[i].transpose(1, 2, 0)
         if ph and pw:
             conv_layer(src.ravel(), dst.ravel(), row, alphas, flat_w, bias, scratch)
         out[i] = dst[:, :, :c_out].transpose(2, 0, 1)
@@ -75,9 +87,10 @@ def bind(conv_layer):
         """refimpl.conv2d.conv2d: [N, C_in, H, W] * [C_out, C_in, K, K] (+ b) -> [N, C_out, OH, OW]."""
         return _conv_bias_leaky(conv_layer, x, w, b, 1.0, pad, dilation)      # Leaky-ReLU(1) is the identity
 
-    def conv_bias_leaky(x, w, b, alpha, pad=0, dilation=1, pool=False):
-        """leaky_relu(conv2d(x, w, b, pad, dilation), alpha), then max_pool2x2 if pool."""
-        return _conv_bias_leaky(conv_layer, x, w, b, alpha, pad, dilation, pool)
+    def conv_bias_leaky(x, w, b, alpha, pad=0, dilation=1, pool=False, winograd=False):
+        """leaky_relu(conv2d(x, w, b, pad, dilation), alpha), then max_pool2x2 if pool; the network's stage kernel
+        (winograd=True: its Winograd F(2x2, 3x3) form, for 3x3, pad 1, dilation 1, even output sizes)."""
+        return _conv_bias_leaky(conv_layer, x, w, b, alpha, pad, dilation, pool, winograd)
 
     def conv_bn_leaky(x, w, scale, bias, mean, var, eps, alpha, pad=0, dilation=1):
         """leaky_relu(batch_norm(conv2d(x, w, pad=pad, dilation=dilation), scale, bias, mean, var, eps), alpha)"""

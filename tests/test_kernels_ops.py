@@ -95,6 +95,28 @@ def test_conv_bn_leaky_pool_matches_the_refimpl_composition(ops, case):
     assert_close("conv_bn_leaky_pool", expected, got, conv_tolerance(x, w) * float(scale) + 1e-5)
 
 
+@given(n=st.integers(1, 3), c_in=st.integers(1, 20), c_out=st.integers(1, 40), half_h=st.integers(1, 9),
+       half_w=st.integers(1, 9), pool=st.booleans(), seed=st.integers(0, 2**31))
+def test_winograd_stage_matches_the_refimpl_composition(ops, n, c_in, c_out, half_h, half_w, pool, seed):
+    """The Winograd F(2x2, 3x3) form of a stage (3x3, pad 1, even sizes; channels not multiples of 8)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, 2 * half_h, 2 * half_w)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    expected = leaky_relu.leaky_relu(conv2d.conv2d(x, w, b, pad=1), 0.1)
+    if pool:
+        expected = max_pool.max_pool2x2(expected)
+    got = ops.conv_bias_leaky(x, w, b, 0.1, pad=1, pool=pool, winograd=True)
+    # the transforms add up to 4 x 4 terms before and after the products: a few more roundings than direct
+    assert_close("winograd conv_bias_leaky", expected, got, 4 * conv_tolerance(x, w))
+
+
+def test_winograd_refuses_shapes_it_does_not_handle(ops):
+    x, w = np.zeros((1, 4, 7, 8), np.float32), np.zeros((4, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="Winograd"):
+        ops.conv_bias_leaky(x, w, None, 0.1, pad=1, winograd=True)
+
+
 def test_network_sized_conv_matches_refimpl(ops):
     """The heaviest layer of the network: 48 -> 56 channels, 3x3, 32x32 (all tile shapes of the micro-kernel)."""
     rng = np.random.default_rng(1)
