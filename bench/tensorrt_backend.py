@@ -252,7 +252,7 @@ class TensorRTPythonRunner(Runner):
                 raise RuntimeError(f"TensorRT's ONNX parser rejected {model_path}: {errors}")
         config = builder.create_builder_config()
         if fp16:
-            if not builder.platform_has_fast_fp16:
+            if not getattr(builder, "platform_has_fast_fp16", True):
                 self.notes.append("tensorrt fp16: this GPU has no fast FP16; TensorRT may keep FP32 kernels")
             config.set_flag(trt.BuilderFlag.FP16)
             self.tolerance = fp16_tolerance
@@ -265,7 +265,8 @@ class TensorRTPythonRunner(Runner):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError("TensorRT could not build an engine from the ONNX file")
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+        self.runtime = trt.Runtime(logger)             # kept: the engine must not outlive its runtime
+        self.engine = self.runtime.deserialize_cuda_engine(serialized)
         self.context = self.engine.create_execution_context()
         self.device = "gpu (tensorrt python)"
         self.isa = f"TensorRT {self.version}, {self.cuda.kind}"

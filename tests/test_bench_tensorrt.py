@@ -141,3 +141,33 @@ def test_tensorrt_rows_in_the_report(fake_trtexec):
             assert row["ratio_to_ort"] is not None
     text = format_report(result)
     assert "tensorrt fp16" in text and " gpu " in text
+
+
+def _fake_tensorrt():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_tensorrt", os.path.join(HERE, "data", "fake_tensorrt.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
+def test_tensorrt_python_route(monkeypatch, version):
+    """The Python API path on a stand-in tensorrt + pycuda: 8.x bindings or 10.x named tensors, FP32 without
+    TF32, FP16 with the FP16 flag, dynamic batch 1..64 tuned for 8, outputs copied back and checked."""
+    pytest.importorskip("onnxruntime")
+    fake = _fake_tensorrt().install(monkeypatch, version)
+    monkeypatch.setattr(trt, "find_trtexec", lambda: None)
+    assert trt.probe() == ("python", f"tensorrt {version}")
+    x, expected, _ = golden.load_golden()
+    fp32 = bk.make_runner("tensorrt-fp32", MODEL)
+    assert isinstance(fp32, trt.TensorRTPythonRunner) and fp32._v3 == version.startswith("10")
+    assert golden.check_outputs(fp32.run(x), expected, fp32.tolerance) == []
+    assert golden.check_outputs(fp32.run(x[:2]), {k: v[:2] for k, v in expected.items()}, fp32.tolerance) == []
+    fp16 = bk.make_runner("tensorrt-fp16", MODEL)
+    out = fp16.run(x)
+    assert golden.check_outputs(out, expected, fp16.tolerance) == [] and golden.check_outputs(out, expected) != []
+    assert fake.built == [(False, False), (True, True)]          # (FP16 flag, TF32 flag) of the two builds
+    with pytest.raises(ValueError, match="stops at batch 64"):
+        fp32.run(np.zeros((65, 3, 64, 64), np.float32))
