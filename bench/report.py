@@ -113,7 +113,9 @@ def table_lines(result):
             lines.append("")
         last_threads = r["threads"]
         if r["verified"] == "FAILED":
-            lines.append(_line([r["label"], _threads(r), r["batch"]]) + "   FAILED verification: not timed")
+            timing = any(m.startswith("while timing") for m in r.get("mismatches") or [])
+            lines.append(_line([r["label"], _threads(r), r["batch"]]) +
+                         ("   FAILED while timing (see Verification)" if timing else "   FAILED verification: not timed"))
             continue
         ratio = r.get("ratio_to_ort")
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"

@@ -145,21 +145,25 @@ def _time_interleaved(runners, x, first_call, opts):
     (at least one call), so load changes hit all alike. A runner leaves the rounds once it has min_samples
     calls and its share of the budget (budget / runners); a slow one (the reference at batch 64) ends alone."""
     samples = {r.name: [] for r in runners}
+    errors = {}                       # a runner that raises while timed leaves the rounds, and its row says why
     share = opts.budget / max(1, len(runners))
     chunk_s = max(share / 8, 1e-3)
     spent = {r.name: 0.0 for r in runners}
     while True:
-        active = [r for r in runners if len(samples[r.name]) < opts.max_samples and
+        active = [r for r in runners if r.name not in errors and len(samples[r.name]) < opts.max_samples and
                   (len(samples[r.name]) < opts.min_samples or spent[r.name] < share)]
         if not active:
-            return samples
+            return samples, errors
         for r in active:
             got = samples[r.name]
             per_call = float(np.median(got)) if got else first_call[r.name]   # the first call ran cold
-            for _ in range(max(1, min(int(chunk_s / max(per_call, 1e-6)), opts.max_samples - len(got)))):
-                t0 = time.perf_counter()
-                r.run(x)
-                got.append(time.perf_counter() - t0)
+            try:
+                for _ in range(max(1, min(int(chunk_s / max(per_call, 1e-6)), opts.max_samples - len(got)))):
+                    t0 = time.perf_counter()
+                    r.run(x)
+                    got.append(time.perf_counter() - t0)
+            except Exception as exc:
+                errors[r.name] = f"while timing: {type(exc).__name__}: {exc}"
             spent[r.name] = float(np.sum(got))
 
 
@@ -241,13 +245,20 @@ def run(opts=None, progress=None):
             python_timed = [r for r in timed if not r.external]
             progress(f"[{step}/{steps}] batch {batch}, {threads} thread(s): timing "
                      f"{', '.join(r.name for r in python_timed)}")
-            samples = _time_interleaved(python_timed, x, first_call, opts) if python_timed else {}
+            samples, errors = _time_interleaved(python_timed, x, first_call, opts) if python_timed else ({}, {})
             for r in python_timed:
-                rows[r.name].update(stats(samples[r.name], batch))
+                if r.name in errors:
+                    rows[r.name].update(verified="FAILED", mismatches=[errors[r.name]])
+                else:
+                    rows[r.name].update(stats(samples[r.name], batch))
             for r in timed:
                 if r.external:
                     progress(f"[{step}/{steps}] batch {batch}: timing {r.name} with trtexec")
-                    median, p90, summary = r.measure(x, max(1.0, opts.budget))
+                    try:
+                        median, p90, summary = r.measure(x, max(1.0, opts.budget))
+                    except Exception as exc:
+                        rows[r.name].update(verified="FAILED", mismatches=[f"while timing: {exc}"])
+                        continue
                     rows[r.name].update(n=None, ms_per_call_median=median, ms_per_call_p90=p90,
                                         ms_per_image_median=median / batch,
                                         ms_per_image_p90=None if p90 is None else p90 / batch,

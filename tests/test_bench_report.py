@@ -262,3 +262,27 @@ def test_compare_cli(tmp_path, capsys):
     report.save_json(synthetic(scale=2.0), b)
     assert cli.main(["--compare", str(a), str(b)]) == 0
     assert "+100.0%" in capsys.readouterr().out
+
+
+class FlakyRunner(WrongRunner):
+    """Right on the checking call, then raises: the row must say it failed while timed, the rest carry on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def run(self, x):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("device lost")
+        return self.ort.run(x)
+
+
+def test_a_backend_that_breaks_while_timed(monkeypatch, capsys, no_trt):
+    pytest.importorskip("onnxruntime")
+    real = bk.make_runner
+    monkeypatch.setattr(bk, "make_runner", lambda name, *a, **k: FlakyRunner() if name == "numba" else real(name, *a, **k))
+    assert cli.main(TINY + ["--backends", "numba,onnxruntime", "--batches", "1"]) == 1
+    text = capsys.readouterr().out
+    assert "FAILED while timing" in text and "while timing: RuntimeError: device lost" in text
+    assert any(l.startswith("onnxruntime") and "real-time" in l for l in text.splitlines())
