@@ -6,13 +6,22 @@
 Errors a caller sees: ImageError (a bad image file or array), DetectorUnavailableError
 (face detection without the `detect` extra), refimpl.InputError and
 refimpl.ModelFileError (a bad weights file). All but DetectorUnavailableError are
-ValueErrors. The CLI is `agegender predict` (see cli.py).
+ValueErrors. The CLI is `agegender predict` (see cli.py). The names below load on
+first use, so that the CLI starts without importing numpy for `--help`.
 """
-from refimpl import InputError, ModelFileError
-
 from .errors import DetectorUnavailableError, ImageError
-from .estimator import Estimator, Face
-from .images import read_image
 
 __all__ = ["Estimator", "Face", "read_image", "ImageError", "DetectorUnavailableError", "InputError",
            "ModelFileError"]
+
+_LAZY = {"Estimator": ".estimator", "Face": ".estimator", "read_image": ".images",
+         "InputError": "refimpl", "ModelFileError": "refimpl"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name], __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'agegender' has no attribute {name!r}")

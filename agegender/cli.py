@@ -13,6 +13,10 @@ import argparse
 import os
 import sys
 
+from .errors import DetectorUnavailableError, one_line
+
+# numpy, the network and pillow are imported where used, so that `agegender --help` is instant.
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -36,7 +40,8 @@ def build_parser():
     predict.add_argument("--save-chips", metavar="DIR",
                          help="write each face's aligned 200 x 200 chip to DIR as NAME_FACE.png (input for --chips)")
     predict.add_argument("--backend", default="auto", help="auto (default: fastest available), refimpl, numba, cython")
-    predict.add_argument("--threads", type=int, metavar="N", help="threads for the network backend")
+    predict.add_argument("--threads", type=int, metavar="N",
+                         help="threads of a kernels backend (refimpl follows numpy's BLAS: OPENBLAS_NUM_THREADS)")
     predict.add_argument("--weights", metavar="FILE.onnx", help="model weights (default: the bundled ones)")
     predict.add_argument("--batch-size", type=int, default=64, metavar="N", help="faces per network call (64)")
     predict.add_argument("--min-score", type=float, default=0.0, metavar="S",
@@ -57,11 +62,8 @@ def main(argv=None):
     """Console entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None) is not None:
-        if args.threads < 1:
-            parser.error("--threads must be at least 1")
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ.setdefault(name, str(args.threads))   # before numpy loads, in the console script
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
     try:
@@ -90,7 +92,6 @@ def error(message):
 def run_predict(args):
     import refimpl
 
-    from .errors import DetectorUnavailableError
     from .estimator import Estimator
     from .images import MAX_PIXELS
 
@@ -137,7 +138,6 @@ class PredictRun:
 
     def add(self, file, root):
         from . import align
-        from .errors import one_line
         from .images import read_image
 
         try:
@@ -160,7 +160,6 @@ class PredictRun:
             self.flush()
 
     def flush(self):
-        from .errors import one_line
         from .estimator import make_faces
         from .output import face_row
 
@@ -196,7 +195,6 @@ class PredictRun:
         from PIL import Image
 
         from . import annotate
-        from .errors import one_line
 
         try:
             stem = os.path.splitext(annotate.output_path(self.args.save_chips, file, root))[0]
@@ -208,7 +206,6 @@ class PredictRun:
 
     def annotate(self, file, root, rgb, faces):
         from . import annotate
-        from .errors import one_line
 
         try:
             annotate.save(rgb, faces, self.args.annotate, file, root)
