@@ -211,3 +211,25 @@ def test_fuzz_onnx_bytes(data, backend):
             return
     faces = estimator.predict_chips(random_chips(1, size=16)[0])
     assert len(faces) == 1 and faces[0].gender in ("male", "female")
+
+
+@pytest.fixture(scope="module")
+def estimator(reference_model_path):
+    return Estimator(reference_model_path)
+
+
+@settings(max_examples=FUZZ_EXAMPLES)
+@given(data=st.data())
+def test_fuzz_arrays_through_predict(estimator, data):
+    """Any uint8 array of 1..64 px per side, gray/RGB/RGBA: predict_chips gives one face, predict a list."""
+    from hypothesis.extra.numpy import arrays
+
+    from agegender import detect
+
+    channels = data.draw(st.sampled_from([(), (1,), (3,), (4,)]))
+    shape = (data.draw(st.integers(1, 64)), data.draw(st.integers(1, 64))) + channels
+    image = data.draw(arrays(np.uint8, shape))
+    faces = estimator.predict_chips(image)
+    assert len(faces) == 1 and np.isfinite(faces[0].age)
+    if detect.available():
+        assert isinstance(estimator.predict(image), list)
