@@ -50,7 +50,8 @@ def build_parser():
                          help="refuse images larger than N pixels (default 90 million)")
     bar = predict.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="show a progress bar on stderr (default: when stderr is a terminal and there are several files)")
+                     help="show a progress bar on stderr (default: with several files, when stderr is a terminal "
+                          "and the results are not already streaming to it)")
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     predict.set_defaults(func=run_predict)
     backends = commands.add_parser("backends", help="list the network backends available here")
@@ -108,7 +109,10 @@ def run_predict(args):
     except DetectorUnavailableError as exc:
         return error(f"{exc} (or pass --chips for aligned face chips)")
     run = PredictRun(estimator, args, args.max_pixels or MAX_PIXELS)
-    for file, root in progress(inputs, args.progress):
+    show = args.progress
+    if show is None:         # a bar on the terminal, unless table or CSV rows stream to that same terminal
+        show = len(inputs) > 1 and sys.stderr.isatty() and (args.format == "json" or not sys.stdout.isatty())
+    for file, root in progress(inputs, show):
         run.add(file, root)
     run.flush()
     run.writer.close()

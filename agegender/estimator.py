@@ -129,7 +129,7 @@ class Estimator:
         return {name: np.concatenate([p[name].reshape(-1) for p in parts]) for name in refimpl.spec.OUTPUT_NAMES}
 
     def forward(self, x):
-        """float32 [N, 3, 64, 64] -> the backend's {name: [N, 1]}, serialized for backends not known to be thread-safe."""
+        """float32 [N, 3, 64, 64] -> {name: [N, 1]}; one call at a time unless the backend is known thread-safe."""
         if self._model_lock is None:
             return self.model.forward(x)
         with self._model_lock:

@@ -67,7 +67,7 @@ class JsonWriter:
 
 
 class CsvWriter:
-    """CSV with a header; box as four columns left, top, right, bottom; a photo without a face is a row with empty face."""
+    """CSV with a header; the box as columns left, top, right, bottom; a photo without a face: a row, face empty."""
 
     def __init__(self, stream, heads=False):
         self.columns = ["file", "face", "left", "top", "right", "bottom", "age", "gender", "male_probability",
