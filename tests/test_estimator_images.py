@@ -83,6 +83,27 @@ def test_sixteen_bit_cmyk_palette_and_bilevel_files(tmp_path, rgb):
     assert np.abs(got16[:, :, 0].astype(int) - rgb[:, :, 0]).max() <= 1     # 16-bit scaled, not clipped
 
 
+def png_16bit(rgb16):
+    """A 16-bit RGB (colour type 2) or RGBA (6) PNG from uint16 [H, W, 3 or 4]: Pillow cannot write these."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    h, w, c = rgb16.shape
+    big_endian = rgb16.astype(">u2")
+    rows = b"".join(b"\x00" + big_endian[y].tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_sixteen_bit_colour_png(rgb, alpha):
+    rgb16 = rgb.astype(np.uint16) * 256 + 100                         # high byte = the 8-bit value
+    if alpha:
+        rgb16 = np.concatenate([rgb16, np.full(rgb.shape[:2] + (1,), 65535, np.uint16)], axis=2)
+    got = read_image(png_16bit(rgb16))
+    assert got.shape == rgb.shape and np.abs(got.astype(int) - rgb).max() <= 1
+
+
 def _save(image, fmt, **options):
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
