@@ -329,19 +329,20 @@ def run_layer(src, dst, r, alpha, weights, biases, scratch):
     # addresses, not arrays, into the hot calls: no reference counting per tile (see numba_simd)
     src, dst, weights, biases, scratch = src.ctypes.data, dst.ctypes.data, weights.ctypes.data, \
         biases.ctypes.data, scratch.ctypes.data
+    act, raw = np.bool_(True), np.bool_(False)       # not literals: one compiled conv_row for every call site
     for co in range(0, cbuf, 16):
         nv = 2 if cbuf - co >= 16 else 1
         width = 8 * nv
         if r[POOL] == 0:
             for oy in range(oh):
                 conv_row(src, base + oy * row_stride, row_stride, pix_stride, cin, k, dil, weights, wi + co, cbuf,
-                         ow, dst, out + oy * dwp * dc + co, dc, biases, bi + co, True, alpha, nv)
+                         ow, dst, out + oy * dwp * dc + co, dc, biases, bi + co, act, alpha, nv)
             continue
         ph, pw = oh // 2, ow // 2
         for py in range(ph):
             for half in range(2):
                 conv_row(src, base + (2 * py + half) * row_stride, row_stride, pix_stride, cin, k, dil, weights,
-                         wi + co, cbuf, 2 * pw, scratch, half * 2 * pw * width, width, biases, bi + co, False,
+                         wi + co, cbuf, 2 * pw, scratch, half * 2 * pw * width, width, biases, bi + co, raw,
                          alpha, nv)
             o = out + py * dwp * dc + co
             for px in range(pw):
@@ -368,6 +369,7 @@ def run_winograd(src, dst, r, alpha, u, biases, scratch):
     m_base = 16 * WINO_ROWS * ntx * cinp
     src, dst, u, biases, scratch = src.ctypes.data, dst.ctypes.data, u.ctypes.data, biases.ctypes.data, \
         scratch.ctypes.data
+    zero, one, raw = np.int64(0), np.int64(1), np.bool_(False)     # not literals: the same conv_row as run_layer
     for ty0 in range(0, nty, WINO_ROWS):
         nt = min(WINO_ROWS, nty - ty0) * ntx
         vps, mps = nt * cinp, nt * cbuf
@@ -406,8 +408,8 @@ def run_winograd(src, dst, r, alpha, u, biases, scratch):
                 vstore(scratch, v + 15 * vps, vsub(r31, r33))
         for p in range(16):                                  # M[p] = V[p] U[p]
             for co in range(0, cbuf, 16):
-                conv_row(scratch, p * vps, 0, cinp, cin, 1, 1, u, wi + p * cin * cbuf + co, cbuf, nt, scratch,
-                         m_base + p * mps + co, cbuf, biases, bi, False, alpha, 2 if cbuf - co >= 16 else 1)
+                conv_row(scratch, p * vps, zero, cinp, cin, one, one, u, wi + p * cin * cbuf + co, cbuf, nt, scratch,
+                         m_base + p * mps + co, cbuf, biases, bi, raw, alpha, 2 if cbuf - co >= 16 else 1)
         for t in range(nt):                                  # Y = A^T M A
             ty, tx = ty0 + t // ntx, t % ntx
             for co in range(0, cbuf, 8):
