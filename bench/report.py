@@ -185,8 +185,8 @@ def compile_lines(result):
                      f"an empty Numba cache (JIT compile), then {cold['warm_cache_s']:.1f} s in a second process "
                      f"(bench.kernels_speed.numba_first_call)")
         if cold["warm_cache_s"] > 0.5 * cold["empty_cache_s"]:
-            lines.append("    the second process was not much faster: Numba's on-disk cache is not being used, so "
-                         "every new process compiles again")
+            lines.append("    the second process was not much faster: it did not reuse the cache the first one wrote "
+                         "(same NUMBA_CACHE_DIR); compare with the kernels.load line below, which used the normal cache")
     elif cold:
         lines.append(f"  numba (kernels): first-call cost not measured: {cold['why']}")
     for name, entry in result["backends"].items():
