@@ -74,7 +74,7 @@ class FaceDetector:
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(shape_predictor_path())
         self.upsample, self.max_side, self.threshold = upsample, max_side, threshold
-        self._lock = threading.Lock()   # dlib's detector keeps scratch state; one call at a time
+        self._lock = threading.Lock()   # dlib does not promise thread safety for these objects: one call at a time
 
     def __call__(self, rgb):
         """uint8 RGB [H, W, 3] -> list of Detection, largest face first."""

@@ -121,6 +121,7 @@ class Estimator:
 
     def estimate(self, chips):
         """List of uint8 chips -> {output name: float32 [N]}, the network run in batches of batch_size."""
+        chips = [as_rgb(c) for c in chips]                # no copy for the uint8 RGB chips of the aligner
         if len(chips) == 0:
             return {name: np.zeros(0, np.float32) for name in refimpl.spec.OUTPUT_NAMES}
         parts = []
