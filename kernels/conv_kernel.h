@@ -155,7 +155,7 @@ AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, i
  * A 2x2 output tile is exactly one 2x2 pool window, so pooling is a max over the tile's four outputs.
  * The transforms only add and subtract (B, A) or scale by 1/2 (G, at load): the float32 results differ
  * from the direct convolution by a few ulps of the partial sums, well inside the tolerances.
- * scratch: 16 * AGK_WINO_ROWS * (ow/2) * (round_up(cin, 8) + cbuf) floats.                            */
+ * scratch: 16 * (AGK_WINO_ROWS * (ow/2) * (round_up(cin, 8) + cbuf) + 32) floats.                            */
 #define AGK_WINO_ROWS 4
 AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
                                         int dwp, int dc, int dp, int co0, int cbuf, int pool, int oh, int ow,
@@ -165,10 +165,11 @@ AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int s
     float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
     int nty = oh / 2, ntx = ow / 2, cinp = (cin + AGK_LANES - 1) / AGK_LANES * AGK_LANES;
     float *V = scratch;
-    float *M = scratch + (ptrdiff_t)16 * AGK_WINO_ROWS * ntx * cinp;
+    float *M = scratch + (ptrdiff_t)16 * (AGK_WINO_ROWS * ntx * cinp + 16);
     for (int ty0 = 0; ty0 < nty; ty0 += AGK_WINO_ROWS) {
         int nt = (nty - ty0 < AGK_WINO_ROWS ? nty - ty0 : AGK_WINO_ROWS) * ntx;
-        ptrdiff_t vps = (ptrdiff_t)nt * cinp, mps = (ptrdiff_t)nt * cbuf;
+        /* position strides padded by one cache line: 16 streams 4 KiB apart would share an L1 set */
+        ptrdiff_t vps = (ptrdiff_t)nt * cinp + 16, mps = (ptrdiff_t)nt * cbuf + 16;
         for (int t = 0; t < nt; t++) {                      /* V = B^T d B, 8 channels at a time */
             const float *d = base + (ptrdiff_t)2 * (ty0 + t / ntx) * row_stride + 2 * (t % ntx) * pix;
             for (int c = 0; c < cinp; c += AGK_LANES) {

@@ -366,13 +366,13 @@ def run_winograd(src, dst, r, alpha, u, biases, scratch):
     wi, bi = r[W_OFF], r[B_OFF]
     nty, ntx = r[OH] // 2, r[OW] // 2
     cinp = (cin + 7) // 8 * 8
-    m_base = 16 * WINO_ROWS * ntx * cinp
+    m_base = 16 * (WINO_ROWS * ntx * cinp + 16)
     src, dst, u, biases, scratch = src.ctypes.data, dst.ctypes.data, u.ctypes.data, biases.ctypes.data, \
         scratch.ctypes.data
     zero, one, raw = np.int64(0), np.int64(1), np.bool_(False)     # not literals: the same conv_row as run_layer
     for ty0 in range(0, nty, WINO_ROWS):
         nt = min(WINO_ROWS, nty - ty0) * ntx
-        vps, mps = nt * cinp, nt * cbuf
+        vps, mps = nt * cinp + 16, nt * cbuf + 16        # + one cache line: not 4 KiB apart (L1 sets)
         for t in range(nt):                                  # V = B^T d B, in registers
             d = base + 2 * (ty0 + t // ntx) * row_stride + 2 * (t % ntx) * pix
             for c in range(0, cinp, 8):

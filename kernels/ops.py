@@ -68,7 +68,7 @@ def _conv_bias_leaky(conv_layer, x, w, b, alpha, pad=0, dilation=1, pool=False, 
     r[planning.OH], r[planning.OW] = oh, ow
     r[planning.ALGO] = planning.WINOGRAD if winograd else planning.DIRECT
     alphas = np.array([alpha], np.float32)
-    scratch = np.zeros(max(2 * ow * cbuf, planning.LANES, 16 * planning.WINO_ROWS * (ow // 2) * (src.shape[2] + cbuf)),
+    scratch = np.zeros(max(2 * ow * cbuf, planning.LANES, 16 * (planning.WINO_ROWS * (ow // 2) * (src.shape[2] + cbuf) + 32)),
                        np.float32)
     out = np.empty((n, c_out, ph, pw), np.float32)
     flat_w = packed.ravel()

@@ -293,7 +293,7 @@ class Plan:
             b_off += bias.size
             if algo == WINOGRAD:
                 self.scratch_size = max(self.scratch_size,
-                                        16 * WINO_ROWS * (ow // 2) * (round_up(st.src.c, LANES) + cbuf))
+                                        16 * (WINO_ROWS * (ow // 2) * (round_up(st.src.c, LANES) + cbuf) + 32))
             elif st.pool:
                 self.scratch_size = max(self.scratch_size, 2 * ow * cbuf)
         self.layers = np.array(rows, np.int64)
