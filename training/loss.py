@@ -35,3 +35,17 @@ def all_metrics(outputs, age, male):
     names = {"ensemble": ("age", "gender"), **{h: (f"age_{h}", f"gender_{h}") for h in HEADS}}
     return {key: metrics(np.asarray(outputs[a])[:, 0], np.asarray(outputs[g])[:, 0], age, male)
             for key, (a, g) in names.items()}
+
+
+AGE_GROUPS = ((0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 120))
+
+
+def mae_by_age_group(age_pred, age):
+    """{"0-9": (MAE, count), ...} by true age, for the error-by-age plot."""
+    err, age = np.abs(np.asarray(age_pred, np.float64) - age), np.asarray(age)
+    out = {}
+    for lo, hi in AGE_GROUPS:
+        sel = (age >= lo) & (age < hi)
+        label = f"{lo}-{hi - 1}" if hi < 120 else f"{lo}+"
+        out[label] = [float(err[sel].mean()) if sel.any() else None, int(sel.sum())]
+    return out

