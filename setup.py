@@ -55,13 +55,21 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["refimpl", "kernels", "bench", "training", "agegender", "agegender.*"]),
-    package_data={"kernels": ["*.pyx", "*.pxd"]},
+    packages=find_packages(include=["refimpl", "kernels", "bench", "training", "agegender", "agegender.*"])
+    + ["agegender_weights"],
+    # weights/ installs as the package agegender_weights, so a regular (non-editable) install has the model
+    package_dir={"agegender_weights": "weights"},
+    package_data={"kernels": ["*.pyx", "*.pxd", "*.h"], "agegender_weights": ["*.onnx", "*.npz", "*.md", "*.json"],
+                  "bench": ["samples/*"]},
     install_requires=["numpy>=1.22", "onnx>=1.14"],
     extras_require={
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
-                 "numba>=0.57", "pillow>=9"],
+                 "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
+        # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
+        # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
+        "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
+        "bench": ["threadpoolctl>=3", "pytest-benchmark>=4"],
         "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
         "image": ["pillow>=9"],
         "plot": ["matplotlib>=3.5"],

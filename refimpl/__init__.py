@@ -14,8 +14,21 @@ __all__ = ["load", "preprocess", "Model", "check_input", "InputError", "ModelFil
 
 import os as _os
 
-DEFAULT_WEIGHTS = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))),
-                                "weights", "agegender.onnx")
+
+def _bundled(name):
+    """weights/NAME next to the source tree, or in the installed package agegender_weights."""
+    beside = _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "weights", name)
+    if _os.path.exists(beside):
+        return beside
+    import importlib.util
+
+    spec = importlib.util.find_spec("agegender_weights")
+    if spec and spec.submodule_search_locations:
+        return _os.path.join(list(spec.submodule_search_locations)[0], name)
+    return beside
+
+
+DEFAULT_WEIGHTS = _bundled("agegender.onnx")
 
 
 def load(path=DEFAULT_WEIGHTS):

@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from . import spec
+from . import _bundled, spec
 
-DEFAULT_GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "golden.npz")
+DEFAULT_GOLDEN = _bundled("golden.npz")
 
 # Tolerances, from float32 accumulation: a conv output sums up to 48*9 = 432 products, and
 # 20 layers deep the summation order (BLAS blocking, SIMD lanes, BN folded or not) moves
