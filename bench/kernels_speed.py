@@ -5,8 +5,8 @@
 For each (batch, threads): median ms per image, images/s, GFLOP/s (97.0 MFLOP per image), share of
 the single-core float32 peak (times the thread count), and the ratio to ONNX Runtime's CPU provider
 (default graph optimizations, intra_op_num_threads = threads) running the same ONNX file. The runtimes
-are timed round-robin, one call each per round, so a background load slows them alike; warm-up calls are
-outside the timings. The peak is a 2048^3 float32 matrix product through numpy's BLAS, in a subprocess
+are timed in rounds (a block of calls each per round, the first call of a block untimed), so a background load
+slows them alike; warm-up calls are outside the timings. The peak is a 2048^3 float32 matrix product through numpy's BLAS, in a subprocess
 with OPENBLAS_NUM_THREADS=1 (and 2). Numba's first-call cost is measured in subprocesses: with an empty
 cache (compilation) and with the cache just written (load). Every backend is checked against the golden
 vectors before it is timed.
@@ -116,17 +116,21 @@ def ort_runner(model_path, threads):
     return lambda x: session.run(None, {"image": x})
 
 
-def timed_round_robin(runners, x, calls, warmup=3):
-    """{name: [seconds per call]}, runners timed in turn, one call each per round."""
+def timed_round_robin(runners, x, rounds, block, warmup=3):
+    """{name: [seconds per call]}: in each round every runner makes `block` calls in a row and all but the first
+    are timed. Rounds spread a background load over the runners alike; the untimed first call keeps one runner's
+    leftovers (ONNX Runtime's worker threads spin for a while after a run) out of the next runner's times."""
     for run in runners.values():
         for _ in range(warmup):
             run(x)
     samples = {name: [] for name in runners}
-    for _ in range(calls):
+    for _ in range(rounds):
         for name, run in runners.items():
-            t0 = time.perf_counter()
             run(x)
-            samples[name].append(time.perf_counter() - t0)
+            for _ in range(block - 1):
+                t0 = time.perf_counter()
+                run(x)
+                samples[name].append(time.perf_counter() - t0)
     return samples
 
 
@@ -183,12 +187,13 @@ def main(argv=None):
         for name, model in models.items():
             model.set_threads(threads)
             runners[name] = model.forward
-        calls = (300 if batch == 1 else 25) // (5 if args.quick else 1)
+        rounds, block = (30, 11) if batch == 1 else (10, 4)
+        rounds = rounds // (5 if args.quick else 1)
         with blas_threads(threads):
-            samples = timed_round_robin(runners, x, calls)
+            samples = timed_round_robin(runners, x, rounds, block)
             if batch == 64:                                  # the NumPy reference: fewer calls, batch 64 only
                 ref = timed_round_robin({"refimpl": reference.forward, "onnxruntime": runners["onnxruntime"]}, x,
-                                        max(3, calls // 5), warmup=1)
+                                        max(2, rounds // 3), 3, warmup=1)
                 samples["refimpl (NumPy)"] = ref["refimpl"]
         ort_median = float(np.median(samples["onnxruntime"]))
         for name, times in samples.items():

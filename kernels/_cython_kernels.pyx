@@ -6,7 +6,10 @@ BatchNorm + Leaky-ReLU (+ max pool)) run by conv_kernel.h in NHWC buffers; the h
 the six FCs, sigmoids, the ensemble) are plain C loops here. Threads (OpenMP, prange) take
 whole images, each in its own workspace, so the result of an image does not depend on the
 thread count. Without OpenMP (no -fopenmp at build) prange runs serially.
-Compiler flags: kernels/build_flags.py, the only place they are set; see conv_kernel.h.
+Compiler flags: kernels/build_flags.py, the only place they are set (-O3 -funroll-loops -std=gnu11 -fopenmp, no
+-ffast-math, no -march by default; conv_kernel.h picks AVX2/FMA at run time on x86-64). This file relies on
+none of them beyond -O3. On the Jetson Nano: `AGEGENDER_NATIVE=1 pip install .` (gcc -mcpu=native, the
+Cortex-A57's NEON) or AGEGENDER_CFLAGS=-mcpu=cortex-a57; aarch64 gcc vectorizes with NEON even without it.
 """
 from cython.parallel cimport prange
 from libc.math cimport expf

@@ -6,6 +6,9 @@ Strategy (the same program as the Cython backend, kernels/plan.py, in Python syn
   in RX*NV explicit vector accumulators (numba_simd.float32x8) for the whole (ky, kx, c_in)
   reduction; bias, Leaky-ReLU and (for pooled stages) the 2x2 max pool are applied on the way out.
   The tiles are written out by hand (RX in {6, 4, 2, 1}, NV in {2, 1}) because numba has no templates.
+- Winograd F(2x2, 3x3) for the 3x3 'same' stages with even sizes (plan.winograd_applies), as conv_kernel.h:
+  the 16 transformed products run through the same tiles as a 1x1 conv; a pooled stage takes the max over
+  each 2x2 output tile.
 - run_network runs every stage and the heads of one image per call of run_image; with T > 1 threads a
   prange over T workspaces takes images t, t + T, ... so results do not depend on T.
 
@@ -17,13 +20,14 @@ Cortex-A57); no fastmath: llvm.fma is asked for explicitly, the rest is IEEE flo
 """
 import numba
 import numpy as np
+from llvmlite import binding as _llvm
 from numba import njit, prange
 
 from . import ops
 from .numba_simd import vadd, vbroadcast_at, vfma, vleaky, vload, vmax, vstore, vsub, vzero
 
 NAME = "numba"
-ISA = f"LLVM <8 x float> for {numba.config.CPU_NAME or __import__('llvmlite.binding', fromlist=['x']).get_host_cpu_name()}"
+ISA = f"LLVM <8 x float> compiled for {numba.config.CPU_NAME or _llvm.get_host_cpu_name()}"
 THREADING = "numba prange"
 HEAD_SIZE = 1434     # floats in plan.head_params for this architecture (checked by Model)
 
