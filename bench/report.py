@@ -57,7 +57,8 @@ def header(result):
                      f"the core was shared while measuring)")
     if m["blas_env"]:
         lines.append(f"          MEASURED UNDER {' '.join(f'{k}={v}' for k, v in m['blas_env'].items())}, which "
-                     f"selects an older BLAS kernel: the peak (and the reference) are lower than this CPU can do."
+                     f"override OpenBLAS's CPU detection (kernel here: {blas.get('architecture', 'unknown')}): the peak and the "
+                     f"reference may be lower than this CPU can do."
                      f"\n          For the real peak run: {RERUN_WITHOUT_BLAS_ENV}")
     lines.append(f"Model     {model['path']} (sha256 {model['sha256'][:12]}), {model['flops_per_image'] / 1e6:.1f} "
                  f"MFLOP per image (a multiply-add counts 2)")
