@@ -105,6 +105,30 @@ def load_average():
         return None
 
 
+def cpu_snapshot():
+    """(jiffies all CPUs were busy, jiffies in all, jiffies this process used), or None where there is no /proc.
+
+    Two snapshots give the share of the machine that *other* processes used in between (others_busy)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            mine = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)            # idle + iowait
+    total = sum(fields[:8])                                             # guest time is already in user
+    return total - idle, total, int(mine[11]) + int(mine[12])          # utime + stime
+
+
+def others_busy(before, after):
+    """Share (0..1) of all cores' time that other processes kept busy between two cpu_snapshot()s."""
+    if not before or not after or after[1] <= before[1]:
+        return None
+    busy, total, mine = (a - b for a, b in zip(after, before))
+    return max(0.0, min(1.0, (busy - mine) / total))
+
+
 def describe():
     """Everything the report's header and the JSON's 'machine' hold."""
     info = _cpuinfo()

@@ -6,6 +6,7 @@ import numpy as np
 from . import backends as bk
 from .run import NANO, REALTIME_FPS
 
+OTHERS_BUSY_LIMIT = 0.10          # other processes using more than 10% of all cores disturb a benchmark
 RERUN_WITHOUT_BLAS_ENV = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench"
 
 
@@ -33,14 +34,17 @@ def header(result):
     lines = [f"agegender-kit benchmark, {result['created']} ({result['command']})",
              f"CPU       {m['cpu']} ({m['arch']}), {m['cores']} usable of {m['cores_total']} cores, "
              f"SIMD: {' '.join(m['simd']) or 'none reported'}"]
-    load, end = m.get("load_average"), m.get("load_average_end")
+    load, end, others = m.get("load_average"), m.get("load_average_end"), m.get("others_busy")
+    if others is not None:
+        disturbed = others > OTHERS_BUSY_LIMIT
+        lines.append(f"Load      other processes kept {100 * others:.0f}% of this machine's {m['cores_total']} cores "
+                     f"busy while it ran" + (": TIMINGS ARE DISTURBED (noisy and slow; ratios less so, the backends "
+                                            "are timed interleaved). Rerun on a quiet machine." if disturbed else
+                                            ": quiet enough"))
     if load:
-        busy = max(load[0], end[0] if end else 0) > 0.5
         ended = f", {end[0]:.2f} at the end" if end else ""
-        lines.append(f"Load      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the start{ended}, on "
-                     f"{m['cores_total']} cores"
-                     + (": other processes were running, timings are noisy (ratios less so: backends are "
-                        "timed interleaved)" if busy else ""))
+        lines.append(f"          load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the start"
+                     f"{ended}")
     names = ["numpy", "onnxruntime", "numba", "Cython", "threadpoolctl", "tensorrt", "onnx"]
     lines.append("Packages  python " + pk["python"] + ", " +
                  ", ".join(f"{n} {pk.get(n) or 'absent'}" for n in names))
@@ -321,8 +325,9 @@ def plot(result, path):
             batches = [r["batch"] for r in mine]
             median = np.array([r["ms_per_image_median"] for r in mine])
             p90 = np.array([r.get("ms_per_image_p90") or r["ms_per_image_median"] for r in mine])
+            color = f"C{bk.ALL_BACKENDS.index(name) % 10}" if name in bk.ALL_BACKENDS else None
             ax.errorbar(batches, median, yerr=[np.zeros_like(median), p90 - median], marker="o", capsize=3,
-                        label=mine[0]["label"])
+                        label=mine[0]["label"], color=color)
         ax.axhline(1e3 / REALTIME_FPS, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ticks = sorted({r["batch"] for r in rows if r["threads"] == threads})

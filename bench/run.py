@@ -174,6 +174,7 @@ def run(opts=None, progress=None):
     started = time.time()
     threads_set = tuple(opts.threads or default_threads())
     info = machine.describe()
+    snapshot = machine.cpu_snapshot()
     progress(f"measuring this machine's single-core peak ({opts.peak_n}^3 float32 matmul)")
     peak = machine.measure_peak(threads=1, n=opts.peak_n, repeat=opts.peak_repeat)
     model_ref = refimpl.load(opts.model)
@@ -274,6 +275,7 @@ def run(opts=None, progress=None):
     _ratios(result["results"])
     result["projection"] = projection(result, flops, peak["gflops"])
     result["machine"]["load_average_end"] = machine.load_average()
+    result["machine"]["others_busy"] = machine.others_busy(snapshot, machine.cpu_snapshot())
     result["elapsed_s"] = time.time() - started
     return result
 

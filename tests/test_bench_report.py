@@ -84,6 +84,24 @@ def test_cpu_name_and_simd_on_a_nano(tmp_path):
     assert machine.simd(info) == ["asimd"]
 
 
+def test_others_busy_subtracts_our_own_time():
+    # 200 jiffies elapsed on all cores; 150 busy, 50 of them ours: others used 100 / 200
+    assert machine.others_busy((1000, 5000, 10), (1150, 5200, 60)) == 0.5
+    assert machine.others_busy(None, (1, 2, 3)) is None
+    snap = machine.cpu_snapshot()
+    assert snap is None or (len(snap) == 3 and snap[0] <= snap[1])
+
+
+def test_header_says_when_timings_are_disturbed():
+    quiet = synthetic()
+    quiet["machine"]["others_busy"] = 0.02
+    assert "quiet enough" in "\n".join(report.header(quiet))
+    busy = synthetic()
+    busy["machine"]["others_busy"] = 0.55
+    assert "other processes kept 55% of this machine's 2 cores busy while it ran: TIMINGS ARE DISTURBED" in \
+        "\n".join(report.header(busy))
+
+
 def test_peak_is_measured_per_core():
     peak = machine.measure_peak(threads=1, n=128, repeat=2)
     assert peak["gflops"] > 0 and peak["n"] == 128 and len(peak["seconds"]) == 2
