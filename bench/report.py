@@ -41,6 +41,10 @@ def header(result):
                      f"busy while it ran" + (": TIMINGS ARE DISTURBED (noisy and slow; ratios less so, the backends "
                                             "are timed interleaved). Rerun on a quiet machine." if disturbed else
                                             ": quiet enough"))
+    got = [r["cpu_per_wall"] for r in result["results"] if r.get("threads") == 1 and r.get("cpu_per_wall")]
+    if got:
+        lines.append(f"          while timing one-thread rows this process got {np.median(got):.2f} CPU seconds per "
+                     f"second (median over rows; 1.00 is a whole core to itself)")
     if load:
         ended = f", {end[0]:.2f} at the end" if end else ""
         lines.append(f"          load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the start"

@@ -149,14 +149,16 @@ def _time_interleaved(runners, x, first_call, opts):
     share = opts.budget / max(1, len(runners))
     chunk_s = max(share / 8, 1e-3)
     spent = {r.name: 0.0 for r in runners}
+    cpu = {r.name: [0.0, 0.0] for r in runners}       # [CPU seconds of this process, wall seconds] while timed
     while True:
         active = [r for r in runners if r.name not in errors and len(samples[r.name]) < opts.max_samples and
                   (len(samples[r.name]) < opts.min_samples or spent[r.name] < share)]
         if not active:
-            return samples, errors
+            return samples, errors, {name: c / w if w else None for name, (c, w) in cpu.items()}
         for r in active:
             got = samples[r.name]
             per_call = float(np.median(got)) if got else first_call[r.name]   # the first call ran cold
+            c0, w0 = time.process_time(), time.perf_counter()
             try:
                 for _ in range(max(1, min(int(chunk_s / max(per_call, 1e-6)), opts.max_samples - len(got)))):
                     t0 = time.perf_counter()
@@ -164,6 +166,8 @@ def _time_interleaved(runners, x, first_call, opts):
                     got.append(time.perf_counter() - t0)
             except Exception as exc:
                 errors[r.name] = f"while timing: {type(exc).__name__}: {exc}"
+            cpu[r.name][0] += time.process_time() - c0
+            cpu[r.name][1] += time.perf_counter() - w0
             spent[r.name] = float(np.sum(got))
 
 
@@ -246,12 +250,16 @@ def run(opts=None, progress=None):
             python_timed = [r for r in timed if not r.external]
             progress(f"[{step}/{steps}] batch {batch}, {threads} thread(s): timing "
                      f"{', '.join(r.name for r in python_timed)}")
-            samples, errors = _time_interleaved(python_timed, x, first_call, opts) if python_timed else ({}, {})
+            samples, errors, cpu_per_wall = _time_interleaved(python_timed, x, first_call, opts) if python_timed \
+                else ({}, {}, {})
             for r in python_timed:
                 if r.name in errors:
                     rows[r.name].update(verified="FAILED", mismatches=[errors[r.name]])
                 else:
-                    rows[r.name].update(stats(samples[r.name], batch))
+                    # cpu_per_wall: CPU seconds this process got per wall second while this backend ran; about
+                    # its threads in use when undisturbed, lower when other processes took the cores
+                    rows[r.name].update(stats(samples[r.name], batch), cpu_per_wall=cpu_per_wall[r.name],
+                                        samples_ms_per_call=[round(1e3 * t, 4) for t in samples[r.name]])
             for r in timed:
                 if r.external:
                     progress(f"[{step}/{steps}] batch {batch}: timing {r.name} with trtexec")
