@@ -282,16 +282,22 @@ def format_compare(a, b, name_a="A", name_b="B"):
                        ("OpenBLAS settings", lambda r: r["machine"]["blas_env"] or "unset"),
                        ("model sha256", lambda r: r["model"]["sha256"][:12]),
                        ("peak GFLOP/s", lambda r: round(r["peak"]["gflops"], 1)),
+                       ("peak matrix size", lambda r: r["peak"]["n"]),
                        ("quick", lambda r: r.get("quick"))):
         if get(a) != get(b):
             diffs.append(f"  {label}: {get(a)} -> {get(b)}")
+    busy = [r["machine"].get("others_busy") for r in (a, b)]
+    if any(v is not None and v > OTHERS_BUSY_LIMIT for v in busy):
+        diffs.append("  other processes' share of the cores: " + " -> ".join("unknown" if v is None else f"{100 * v:.0f}%"
+                                                                         for v in busy)
+                     + " (above 10% the timings are disturbed: trust the vs-ORT columns more than the ms)")
     pa, pb = a["machine"]["packages"], b["machine"]["packages"]
     diffs += [f"  {k}: {pa.get(k)} -> {pb.get(k)}" for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
     lines += (["Conditions that differ (read the changes with these in mind):"] + diffs) if diffs else \
         ["Same CPU, cores, packages, BLAS settings and model."]
     lines.append("")
     lines.append(f"{'backend':<18}{'thr':>4}{'batch':>6}{'A ms/img':>10}{'B ms/img':>10}{'change':>9}{'A img/s':>9}"
-                 f"{'B img/s':>9}  (change: B time / A time - 1; negative is faster)")
+                 f"{'B img/s':>9}{'A vs ORT':>10}{'B vs ORT':>10}")
     rows_a = {_key(r): r for r in a["results"] if r.get("ms_per_image_median") is not None}
     rows_b = {_key(r): r for r in b["results"] if r.get("ms_per_image_median") is not None}
     for key in sorted(set(rows_a) | set(rows_b), key=lambda k: (k[1] is None, k[1] or 0, str(k[0]), k[2])):
@@ -302,8 +308,12 @@ def format_compare(a, b, name_a="A", name_b="B"):
             lines.append(f"{label}  only in {'B' if ra is None else 'A'}")
             continue
         change = rb["ms_per_image_median"] / ra["ms_per_image_median"] - 1
+        ratios = [_f(r.get("ratio_to_ort"), ".2f") + ("x" if r.get("ratio_to_ort") is not None else "") for r in (ra, rb)]
         lines.append(f"{label}{_ms(ra['ms_per_image_median']):>10}{_ms(rb['ms_per_image_median']):>10}"
-                     f"{100 * change:>+8.1f}%{ra['images_per_second']:>9.0f}{rb['images_per_second']:>9.0f}")
+                     f"{100 * change:>+8.1f}%{ra['images_per_second']:>9.0f}{rb['images_per_second']:>9.0f}"
+                     f"{ratios[0]:>10}{ratios[1]:>10}")
+    lines.append("change: B's median time per image / A's - 1 (negative: B is faster); vs ORT: time / ONNX Runtime's "
+                 "in the same run and conditions")
     return "\n".join(lines)
 
 
