@@ -1,8 +1,6 @@
 """The benchmark kit itself: its arithmetic, verdicts, machine description, JSON, compare, plot, and a tiny
 `python -m bench --quick` run end to end (a small budget, so the whole file takes seconds)."""
-import copy
 import json
-import os
 import sys
 
 import numpy as np
