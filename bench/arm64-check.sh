@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# bench/arm64-check.sh: build and test the kit on the Jetson Nano's CPU, emulated (aarch64, Cortex-A57).
+#
+#   sudo bash bench/arm64-check.sh            # root: it installs packages, mounts, chroots
+#
+# What it does, in order:
+#   1. host tools: qemu-user-static, binfmt-support and debootstrap (installed with apt-get when missing);
+#      binfmt_misc mounted and qemu-aarch64 enabled, so arm64 programs run on this x86-64 machine
+#   2. the arm64 root: a minbase Debian bookworm made by debootstrap, with python3, venv, pip, python3-dev,
+#      gcc and g++, and a venv holding the test extra's aarch64 wheels (no torch: the training tests skip).
+#      Made once, outside the repository, and reused: $AGEGENDER_ARM64_ROOT (default
+#      /var/cache/agegender-arm64). Delete that folder to start again from nothing.
+#   3. the working tree (git ls-files: tracked plus untracked-not-ignored files, as they are on disk)
+#      copied into the root and pip-installed there (`pip install -e .[test]`), the Cython extension
+#      built with the board's flags (AGEGENDER_CFLAGS=-mcpu=cortex-a57, never -march/-mcpu=native)
+#   4. under QEMU_CPU=cortex-a57 (ARMv8.0-A + NEON + FMA; no SVE, no dot product, no fp16 arithmetic,
+#      the Nano's instruction set): the CPU features the emulated programs see, the test suite, and
+#      `python -m bench --quick`
+#   5. a summary: tests passed/failed/skipped, backends built and verified against weights/golden.npz,
+#      and what the timings mean (nothing: emulation is not the board)
+# Mounts (proc, sys, dev, dev/pts, dev/shm in the root) are undone on every exit, error or ^C.
+#
+# Environment:
+#   AGEGENDER_ARM64_ROOT     where the arm64 root lives (default /var/cache/agegender-arm64)
+#   AGEGENDER_ARM64_MIRROR   Debian mirror for debootstrap (default: the first Debian mirror in the host's apt sources)
+#   AGEGENDER_ARM64_PYTEST   pytest arguments instead of "tests" (e.g. "-x tests/test_kernels_ops.py"); the
+#                            summary says when the selection was not the whole suite
+#   AGEGENDER_ARM64_BENCH    arguments of the benchmark (default "--quick")
+#   HYPOTHESIS_PROFILE       passed on (default ci: derandomized, 12 examples per property)
+# Exit status: 0 when every test passed and every built backend verified; 1 otherwise.
+set -euo pipefail
+# the whole script is one block, read before it runs: editing the file mid-run cannot change a run
+{
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="${AGEGENDER_ARM64_ROOT:-/var/cache/agegender-arm64}"
+SUITE=bookworm
+CPU=cortex-a57
+SRC=/opt/agegender-kit                    # inside the root
+VENV=/opt/agegender-venv                  # inside the root
+OUTDIR=/opt/agegender-out                 # inside the root: logs, junit xml, bench json
+START=$(date +%s)
+
+say() { printf '\n=== [%4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+die() { printf 'arm64-check: %s\n' "$*" >&2; exit 2; }
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo bash bench/arm64-check.sh): it installs packages, mounts and chroots"
+case "$ROOT" in
+    "$REPO"|"$REPO"/*) die "AGEGENDER_ARM64_ROOT must be outside the repository ($ROOT)";;
+    /|"") die "AGEGENDER_ARM64_ROOT=$ROOT is not a usable folder";;
+esac
+
+# -- 1. host tools and binfmt ---------------------------------------------------------------------------
+say "host: qemu-user-static, binfmt-support, debootstrap"
+need=()
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+command -v update-binfmts >/dev/null || need+=(binfmt-support)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+if [ ${#need[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null || die "missing ${need[*]} and no apt-get to install them"
+    echo "installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+qemu-aarch64-static --version | head -1
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+update-binfmts --enable qemu-aarch64 2>/dev/null || true
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --import qemu-aarch64 2>/dev/null || true
+grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null \
+    || die "binfmt_misc has no enabled qemu-aarch64 entry (update-binfmts --enable qemu-aarch64 failed)"
+# F (fix binary): the kernel opened the interpreter at registration, so it works inside the chroot too
+grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
+    || die "the qemu-aarch64 binfmt entry lacks the F flag; Debian's qemu-user-static registers it with F"
+
+# -- mounts, always undone ------------------------------------------------------------------------------
+MOUNTS=()
+cleanup() {
+    local rc=$? m i
+    for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do
+        m=${MOUNTS[$i]}
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "arm64-check: could not unmount $m" >&2
+    done
+    MOUNTS=()
+    if [ -d "$ROOT" ] && grep -q " $ROOT/" /proc/mounts; then
+        echo "arm64-check: still mounted under $ROOT:" >&2; grep " $ROOT/" /proc/mounts >&2
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mount_into_root() {
+    mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTS+=("$ROOT/proc"); }
+    mountpoint -q "$ROOT/sys" || { mount --bind -o ro /sys "$ROOT/sys" 2>/dev/null && MOUNTS+=("$ROOT/sys") || true; }
+    mountpoint -q "$ROOT/dev" || { mount --bind /dev "$ROOT/dev"; MOUNTS+=("$ROOT/dev"); }
+    mountpoint -q "$ROOT/dev/pts" || { mount --bind /dev/pts "$ROOT/dev/pts"; MOUNTS+=("$ROOT/dev/pts"); }
+    mkdir -p "$ROOT/dev/shm"
+    mountpoint -q "$ROOT/dev/shm" || { mount -t tmpfs -o mode=1777 shm "$ROOT/dev/shm"; MOUNTS+=("$ROOT/dev/shm"); }
+}
+
+# run a command in the root: a clean environment, the emulated CPU set. NUMBA_CPU_NAME: on the board LLVM
+# reads "CPU part 0xd07" from /proc/cpuinfo and targets the cortex-a57; under qemu-user /proc is this PC's,
+# so LLVM would fall back to "generic" ARMv8: name the board's CPU so Numba compiles exactly as it would there.
+in_root() {
+    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
+        PATH="$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        QEMU_CPU="$CPU" PIP_DISABLE_PIP_VERSION_CHECK=1\
+        NUMBA_CACHE_DIR=/var/cache/agegender-numba NUMBA_CPU_NAME="$CPU" "$@"
+}
+
+# -- 2. the arm64 root ----------------------------------------------------------------------------------
+if [ ! -e "$ROOT/.agegender-root-ok" ]; then
+    mirror="${AGEGENDER_ARM64_MIRROR:-}"
+    if [ -z "$mirror" ]; then
+        mirror=$( { grep -rhoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list \
+                    /etc/apt/sources.list.d 2>/dev/null || true; } | awk 'NR == 1 {print $2}')
+        [ -n "$mirror" ] || die "no Debian mirror in the host's apt sources: set AGEGENDER_ARM64_MIRROR=<a Debian mirror URL>"
+    fi
+    say "arm64 root: debootstrap $SUITE arm64 (minbase) into $ROOT from $mirror (minutes, once)"
+    rm -rf "$ROOT"
+    mkdir -p "$(dirname "$ROOT")"
+    debootstrap --arch=arm64 --variant=minbase \
+        --include=python3,python3-venv,python3-pip,python3-dev,gcc,g++,ca-certificates \
+        "$SUITE" "$ROOT" "$mirror" > /tmp/agegender-arm64-debootstrap.log 2>&1 \
+        || { tail -30 /tmp/agegender-arm64-debootstrap.log; die "debootstrap failed (log: /tmp/agegender-arm64-debootstrap.log)"; }
+    touch "$ROOT/.agegender-root-ok"
+else
+    say "arm64 root: reusing $ROOT"
+fi
+cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true    # pip reaches PyPI from inside
+mount_into_root
+in_root uname -m
+in_root python3 --version
+
+# -- the venv with the test extra's dependencies (aarch64 wheels), once per requirement list ------------
+# `pip install .[test]`'s requirements but the package itself and the face detector; torch (the train extra)
+# stays out: the training tests skip
+REQS=$(python3 "$REPO/bench/arm64_summary.py" --requirements "$REPO/setup.py" 2>/dev/null || true)
+[ -n "$REQS" ] || REQS=$'numpy\nonnx\npytest\nhypothesis\nonnxruntime\nscipy\nnumba\npillow\nthreadpoolctl'
+BUILD_REQS=$'setuptools>=64\nwheel\nCython>=3.0'
+WANT=$(printf '%s\n%s\n' "$REQS" "$BUILD_REQS" | sort -u)
+if [ ! -x "$ROOT$VENV/bin/python" ] || [ "$(cat "$ROOT$VENV/.reqs" 2>/dev/null)" != "$WANT" ]; then
+    say "arm64 venv: pip installs the aarch64 wheels of the test extra (once per requirement list)"
+    in_root python3 -m venv "$VENV"
+    printf '%s\n' "$WANT" > "$ROOT/tmp/agegender-reqs.txt"
+    in_root pip install -q --upgrade pip
+    in_root pip install -q --prefer-binary -r /tmp/agegender-reqs.txt
+    printf '%s\n' "$WANT" > "$ROOT$VENV/.reqs"
+else
+    say "arm64 venv: reusing $VENV (requirements unchanged)"
+fi
+
+# -- 3. copy the working tree and install it ------------------------------------------------------------
+say "working tree -> $ROOT$SRC, pip install -e .[test] with AGEGENDER_CFLAGS=-mcpu=$CPU"
+rm -rf "$ROOT$SRC" "$ROOT$OUTDIR"
+mkdir -p "$ROOT$SRC" "$ROOT$OUTDIR"
+if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    ( cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+        | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+        | tar --null -T - -cf - ) | tar -xpf - -C "$ROOT$SRC"
+    REV="$(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- 2>/dev/null || echo '+changes')"
+else
+    ( cd "$REPO" && tar --exclude=./build --exclude='*.so' --exclude='*.egg-info' --exclude=__pycache__ \
+        --exclude=./.git --exclude=./runs -cf - . ) | tar -xpf - -C "$ROOT$SRC"
+    REV="(not a git checkout)"
+fi
+# ../shared beside the copy is absent on purpose: the UTKFace tests skip (they say so)
+in_root sh -c "cd $SRC && AGEGENDER_CFLAGS=-mcpu=$CPU CFLAGS= AGEGENDER_NATIVE= \
+    pip install --no-build-isolation --no-deps -v -e . > $OUTDIR/install.log 2>&1" \
+    || { tail -40 "$ROOT$OUTDIR/install.log"; die "pip install -e . failed in the arm64 root"; }
+grep -h "kernels: building the Cython backend with" "$ROOT$OUTDIR/install.log" | tail -1 || true
+grep -hi "WARNING: the Cython backend was not built" "$ROOT$OUTDIR/install.log" || true
+in_root pip check > "$ROOT$OUTDIR/pipcheck.log" 2>&1 || true
+
+# -- 4. under the Cortex-A57 ----------------------------------------------------------------------------
+say "QEMU_CPU=$CPU: what the emulated CPU offers"
+in_root python -c "$(cat <<'EOF'
+import numpy, platform
+from numpy._core._multiarray_umath import __cpu_features__ as f
+have = sorted(k for k, v in f.items() if v)
+print("machine", platform.machine(), "| numpy sees:", " ".join(have))
+for k in ("ASIMDDP", "ASIMDHP", "SVE", "ASIMDFHM"):
+    assert not f.get(k), f"{k} present: not a Cortex-A57"
+assert f.get("ASIMD"), "no NEON"
+EOF
+)" | tee "$ROOT$OUTDIR/cpu.txt"
+
+say "QEMU_CPU=$CPU: python -m pytest ${AGEGENDER_ARM64_PYTEST:-tests} (slow: emulated, and Numba compiles its kernels once)"
+set +e
+in_root sh -c "cd $SRC && HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} python -m pytest -q -rs -p no:cacheprovider \
+    --junitxml=$OUTDIR/junit.xml ${AGEGENDER_ARM64_PYTEST:-tests}" 2>&1 | tee "$ROOT$OUTDIR/pytest.log"
+TEST_RC=${PIPESTATUS[0]}
+
+say "QEMU_CPU=$CPU: python -m bench ${AGEGENDER_ARM64_BENCH:---quick}"
+in_root sh -c "cd $SRC && python -m bench ${AGEGENDER_ARM64_BENCH:---quick} --no-progress --json $OUTDIR/bench.json" \
+    2>&1 | tee "$ROOT$OUTDIR/bench.log"
+BENCH_RC=${PIPESTATUS[0]}
+set -e
+
+# -- 5. summary -----------------------------------------------------------------------------------------
+say "summary"
+ELAPSED=$(( $(date +%s) - START ))
+in_root python "$SRC/bench/arm64_summary.py" --out "$OUTDIR" --cpu "$CPU" --rev "$REV" \
+    --test-rc "$TEST_RC" --bench-rc "$BENCH_RC" --elapsed "$ELAPSED" --pytest-args "${AGEGENDER_ARM64_PYTEST:-}" \
+    --profile "${HYPOTHESIS_PROFILE:-ci}" | tee "$ROOT$OUTDIR/summary.txt"
+SUMMARY_RC=${PIPESTATUS[0]}
+echo "(logs: $ROOT$OUTDIR)"
+exit "$SUMMARY_RC"
+}
