@@ -7,6 +7,7 @@ from . import backends as bk
 from .run import NANO, REALTIME_FPS
 
 OTHERS_BUSY_LIMIT = 0.10          # other processes using more than 10% of all cores disturb a benchmark
+CPU_SHARE_LIMIT = 0.90            # ... unless this process still got 90% of a core while timing
 RERUN_WITHOUT_BLAS_ENV = "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m bench"
 
 
@@ -35,16 +36,21 @@ def header(result):
              f"CPU       {m['cpu']} ({m['arch']}), {m['cores']} usable of {m['cores_total']} cores, "
              f"SIMD: {' '.join(m['simd']) or 'none reported'}"]
     load, end, others = m.get("load_average"), m.get("load_average_end"), m.get("others_busy")
-    if others is not None:
-        disturbed = others > OTHERS_BUSY_LIMIT
-        lines.append(f"Load      other processes kept {100 * others:.0f}% of this machine's {m['cores_total']} cores "
-                     f"busy while it ran" + (": TIMINGS ARE DISTURBED (noisy and slow; ratios less so, the backends "
-                                            "are timed interleaved). Rerun on a quiet machine." if disturbed else
-                                            ": quiet enough"))
     got = [r["cpu_per_wall"] for r in result["results"] if r.get("threads") == 1 and r.get("cpu_per_wall")]
-    if got:
-        lines.append(f"          while timing one-thread rows this process got {np.median(got):.2f} CPU seconds per "
-                     f"second (median over rows; 1.00 is a whole core to itself)")
+    got = float(np.median(got)) if got else None
+    # disturbed: this process got less than 90% of a core while timing one-thread rows (niced background work
+    # that yields to us does not count), or, without such rows, others kept more than 10% of the cores busy
+    disturbed = got < CPU_SHARE_LIMIT if got is not None else (others or 0) > OTHERS_BUSY_LIMIT
+    parts = []
+    if others is not None:
+        parts.append(f"other processes kept {100 * others:.0f}% of this machine's {m['cores_total']} cores busy")
+    if got is not None:
+        parts.append(f"this process got {got:.2f} CPU seconds per second while timing one-thread rows (1.00 = a core "
+                     f"to itself)")
+    if parts:
+        lines.append("Load      " + "; ".join(parts) + (
+            ": TIMINGS ARE DISTURBED (noisy and slow; ratios less so, the backends are timed interleaved). Rerun on "
+            "a quiet machine." if disturbed else ": undisturbed"))
     if load:
         ended = f", {end[0]:.2f} at the end" if end else ""
         lines.append(f"          load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min) at the start"

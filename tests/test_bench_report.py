@@ -93,11 +93,17 @@ def test_others_busy_subtracts_our_own_time():
 def test_header_says_when_timings_are_disturbed():
     quiet = synthetic()
     quiet["machine"]["others_busy"] = 0.02
-    assert "quiet enough" in "\n".join(report.header(quiet))
+    assert "other processes kept 2% of this machine's 2 cores busy: undisturbed" in "\n".join(report.header(quiet))
     busy = synthetic()
     busy["machine"]["others_busy"] = 0.55
-    assert "other processes kept 55% of this machine's 2 cores busy while it ran: TIMINGS ARE DISTURBED" in \
-        "\n".join(report.header(busy))
+    assert "kept 55% of this machine's 2 cores busy: TIMINGS ARE DISTURBED" in "\n".join(report.header(busy))
+    for row in busy["results"]:                 # busy with niced work that left us a whole core: undisturbed
+        row["cpu_per_wall"] = 0.98
+    assert "got 0.98 CPU seconds per second while timing one-thread rows (1.00 = a core to itself): undisturbed" \
+        in "\n".join(report.header(busy))
+    for row in busy["results"]:
+        row["cpu_per_wall"] = 0.5
+    assert "(1.00 = a core to itself): TIMINGS ARE DISTURBED" in "\n".join(report.header(busy))
 
 
 def test_peak_is_measured_per_core():
