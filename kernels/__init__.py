@@ -8,8 +8,9 @@
 Model (kernels/model.py), stable API:
     forward(x) / model(x)    {output name: float32 [N, 1]}, the eight outputs in contract order; bad input
                              raises exactly what refimpl raises (refimpl.check_input: refimpl.InputError)
-    threads, set_threads(n)  threads over the batch (one whole image per thread at a time, so results do not
-                             depend on n); None = every CPU this process may use
+    threads, set_threads(n)  threads over the batch (one whole image per thread at a time), or, when the batch is
+                             smaller than n, over each stage's output rows; results do not depend on n (every
+                             output is computed by the same code in the same order); None = every CPU available
     backend_name, backend.ISA  which backend and which instruction set its kernel runs
     stage_names()            the fused stages in order; a name is the refimpl trace tensor(s) it produces,
                              '|'-joined when one stage makes several (the merged first convs of the three

@@ -21,7 +21,7 @@ cdef extern from "conv_kernel.h" nogil:
     ctypedef void (*agk_layer_fn)(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
                                   int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
                                   int pool, int oh, int ow, const float *w, const float *b, float alpha,
-                                  float *scratch, int algo)
+                                  float *scratch, int algo, int part, int parts)
     agk_layer_fn agk_select(const char **isa)
 
 cdef const char *_isa_name = NULL
@@ -66,12 +66,13 @@ DEF ALGO = 20
 
 
 cdef inline void run_layer(const long long[:, ::1] layers, Py_ssize_t i, float alpha, float *ws,
-                           const float *weights, const float *biases, float *scratch) noexcept nogil:
+                           const float *weights, const float *biases, float *scratch, int part=0,
+                           int parts=1) noexcept nogil:
     cdef const long long *r = &layers[i, 0]
     _layer(ws + r[SRC_OFF], <int>r[SRC_WP], <int>r[SRC_C], <int>r[SRC_P], <int>r[CI0], <int>r[CIN],
            ws + r[DST_OFF], <int>r[DST_WP], <int>r[DST_C], <int>r[DST_P], <int>r[CO0], <int>r[CBUF],
            <int>r[K], <int>r[DIL], <int>r[PAD], <int>r[POOL], <int>r[OH], <int>r[OW],
-           weights + r[W_OFF], biases + r[B_OFF], alpha, scratch, <int>r[ALGO])
+           weights + r[W_OFF], biases + r[B_OFF], alpha, scratch, <int>r[ALGO], part, parts)
 
 
 def conv_layer(float[::1] src, float[::1] dst, const long long[:, ::1] layers, const float[::1] alphas,
@@ -87,7 +88,7 @@ def conv_layer(float[::1] src, float[::1] dst, const long long[:, ::1] layers, c
                    &dst[0] + r[DST_OFF], <int>r[DST_WP], <int>r[DST_C], <int>r[DST_P], <int>r[CO0],
                    <int>r[CBUF], <int>r[K], <int>r[DIL], <int>r[PAD], <int>r[POOL], <int>r[OH], <int>r[OW],
                    &weights[0] + r[W_OFF], &biases[0] + r[B_OFF], alphas[i], &scratch[0],
-                   <int>r[ALGO])
+                   <int>r[ALGO], 0, 1)
 
 
 cdef inline float sigmoid(float x) noexcept nogil:
@@ -154,12 +155,14 @@ cdef void heads(const float *ws, const long long[:, ::1] g, const float *p, floa
     out[7, n] = gl
 
 
-cdef void run_image(const float[:, :, :, ::1] x, Py_ssize_t n, float *ws, float *scratch,
+cdef void run_image(const float[:, :, :, ::1] x, Py_ssize_t n, float *ws, float[:, ::1] scratch,
                     const long long[::1] image, const long long[:, ::1] layers, const float[::1] alphas,
                     const float *weights, const float *biases, const long long[:, ::1] g, const float *hp,
                     float head_alpha, float[:, ::1] out, Py_ssize_t first, Py_ssize_t last,
-                    bint do_heads) noexcept nogil:
+                    bint do_heads, int parts) noexcept nogil:
+    """One image in workspace ws; parts > 1: every stage's output rows split over `parts` threads (scratch[t])."""
     cdef Py_ssize_t c, y, xx, i
+    cdef int t
     cdef long long wp = image[1], ch = image[2], p = image[3]
     cdef float *dst
     if first == 0:                                   # NCHW image -> the NHWC image buffer's interior
@@ -169,7 +172,11 @@ cdef void run_image(const float[:, :, :, ::1] x, Py_ssize_t n, float *ws, float 
                 for c in range(x.shape[1]):
                     dst[xx * ch + c] = x[n, c, y, xx]
     for i in range(first, last):
-        run_layer(layers, i, alphas[i], ws, weights, biases, scratch)
+        if parts <= 1:
+            run_layer(layers, i, alphas[i], ws, weights, biases, &scratch[0, 0])
+        else:
+            for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
+                run_layer(layers, i, alphas[i], ws, weights, biases, &scratch[t, 0], t, parts)
     if do_heads:
         heads(ws, g, hp, head_alpha, out, n)
 
@@ -182,22 +189,21 @@ def run_network(const float[:, :, :, ::1] x, float[:, ::1] ws, float[:, ::1] scr
                 const float[::1] weights, const float[::1] biases, const long long[:, ::1] g,
                 const float[::1] head_params, float head_alpha, float[:, ::1] out,
                 Py_ssize_t first, Py_ssize_t last, bint do_heads, int threads):
-    """Images n = t, t + T, t + 2T, ... run in workspace t (T = threads); see Model.forward."""
+    """threads <= batch: images n = t, t + T, t + 2T, ... run in workspace t (T = threads). threads > batch: the
+    images one after the other, each stage's rows split over the threads. See Model.forward."""
     cdef Py_ssize_t t, n, batch = x.shape[0]
     cdef int nt = threads
-    if nt > ws.shape[0]:
+    if nt > ws.shape[0] or nt > scratch.shape[0]:
         raise ValueError(f"{threads} threads but {ws.shape[0]} workspaces")
-    if nt > batch:
-        nt = <int>batch
-    if nt <= 1:
+    if nt > batch or nt <= 1:
         with nogil:
             for n in range(batch):
-                run_image(x, n, &ws[0, 0], &scratch[0, 0], image, layers, alphas, &weights[0], &biases[0],
-                          g, &head_params[0], head_alpha, out, first, last, do_heads)
+                run_image(x, n, &ws[0, 0], scratch, image, layers, alphas, &weights[0], &biases[0],
+                          g, &head_params[0], head_alpha, out, first, last, do_heads, nt)
         return
     for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
         n = t
         while n < batch:
-            run_image(x, n, &ws[t, 0], &scratch[t, 0], image, layers, alphas, &weights[0], &biases[0],
-                      g, &head_params[0], head_alpha, out, first, last, do_heads)
+            run_image(x, n, &ws[t, 0], scratch[t:t + 1], image, layers, alphas, &weights[0], &biases[0],
+                      g, &head_params[0], head_alpha, out, first, last, do_heads, 1)
             n = n + nt

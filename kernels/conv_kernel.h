@@ -116,20 +116,21 @@ AGK_INLINE void agk_conv_row(const float *src, ptrdiff_t row_stride, ptrdiff_t p
 AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
                                     int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
                                     int pool, int oh, int ow, const float *w, const float *b, float alpha,
-                                    float *scratch) {
+                                    float *scratch, int part, int parts) {
     ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix_stride = sc;
+    int rows = pool ? oh / 2 : oh, y0 = rows * part / parts, y1 = rows * (part + 1) / parts;
     const float *base = src + (ptrdiff_t)(sp - pad) * row_stride + (sp - pad) * pix_stride + ci0;
     float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
     for (int co = 0; co < cbuf; co += 2 * AGK_LANES) {
         int nv = cbuf - co >= 2 * AGK_LANES ? 2 : 1, width = nv * AGK_LANES;
         if (!pool) {
-            for (int oy = 0; oy < oh; oy++)
+            for (int oy = y0; oy < y1; oy++)
                 agk_conv_row(base + oy * row_stride, row_stride, pix_stride, cin, k, dil, w + co, cbuf, ow,
                              out + (ptrdiff_t)oy * dwp * dc + co, dc, b + co, alpha, nv);
             continue;
         }
-        int ph = oh / 2, pw = ow / 2;
-        for (int py = 0; py < ph; py++) {
+        int pw = ow / 2;
+        for (int py = y0; py < y1; py++) {
             for (int r = 0; r < 2; r++)
                 agk_conv_row(base + (2 * py + r) * row_stride, row_stride, pix_stride, cin, k, dil, w + co, cbuf,
                              2 * pw, scratch + (ptrdiff_t)r * 2 * pw * width, width, NULL, alpha, nv);
@@ -155,19 +156,22 @@ AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, i
  * A 2x2 output tile is exactly one 2x2 pool window, so pooling is a max over the tile's four outputs.
  * The transforms only add and subtract (B, A) or scale by 1/2 (G, at load): the float32 results differ
  * from the direct convolution by a few ulps of the partial sums, well inside the tolerances.
- * scratch: 16 * (AGK_WINO_ROWS * (ow/2) * (round_up(cin, 8) + cbuf) + 32) floats.                            */
+ * scratch: 16 * (AGK_WINO_ROWS * (ow/2) * (round_up(cin, 8) + cbuf) + 32) floats.
+ * part, parts: this call computes tile rows [nty * part / parts, nty * (part + 1) / parts) (threads). */
 #define AGK_WINO_ROWS 4
 AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
                                         int dwp, int dc, int dp, int co0, int cbuf, int pool, int oh, int ow,
-                                        const float *u, const float *b, float alpha, float *scratch) {
+                                        const float *u, const float *b, float alpha, float *scratch,
+                                        int part, int parts) {
     ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix = sc;
     const float *base = src + (ptrdiff_t)(sp - 1) * row_stride + (sp - 1) * pix + ci0;
     float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
     int nty = oh / 2, ntx = ow / 2, cinp = (cin + AGK_LANES - 1) / AGK_LANES * AGK_LANES;
     float *V = scratch;
     float *M = scratch + (ptrdiff_t)16 * (AGK_WINO_ROWS * ntx * cinp + 16);
-    for (int ty0 = 0; ty0 < nty; ty0 += AGK_WINO_ROWS) {
-        int nt = (nty - ty0 < AGK_WINO_ROWS ? nty - ty0 : AGK_WINO_ROWS) * ntx;
+    int ty_end = nty * (part + 1) / parts;
+    for (int ty0 = nty * part / parts; ty0 < ty_end; ty0 += AGK_WINO_ROWS) {
+        int nt = (ty_end - ty0 < AGK_WINO_ROWS ? ty_end - ty0 : AGK_WINO_ROWS) * ntx;
         /* position strides padded by one cache line: 16 streams 4 KiB apart would share an L1 set */
         ptrdiff_t vps = (ptrdiff_t)nt * cinp + 16, mps = (ptrdiff_t)nt * cbuf + 16;
         for (int t = 0; t < nt; t++) {                      /* V = B^T d B, 8 channels at a time */
@@ -227,25 +231,27 @@ AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int s
 #define AGK_LAYER_ARGS                                                                                     \
     const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst, int dwp, int dc, int dp, int co0, \
         int cbuf, int k, int dil, int pad, int pool, int oh, int ow, const float *w, const float *b,          \
-        float alpha, float *scratch, int algo
+        float alpha, float *scratch, int algo, int part, int parts
 #define AGK_LAYER_CALL \
     src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, k, dil, pad, pool, oh, ow, w, b, alpha, scratch
 
-/* algo 0: direct convolution; algo 1: Winograd F(2x2, 3x3) (the plan picks it only where it applies) */
+/* algo 0: direct convolution; algo 1: Winograd F(2x2, 3x3) (the plan picks it only where it applies).
+ * part < parts: this call computes its share of the output rows (threads split one image's rows this way;
+ * every row is computed the same whichever the split, so results do not depend on the thread count). */
 AGK_INLINE void agk_layer_impl(AGK_LAYER_ARGS) {
     if (algo == 1)
         agk_winograd_layer_impl(src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, pool, oh, ow, w, b, alpha,
-                                scratch);
+                                scratch, part, parts);
     else
-        agk_conv_layer_impl(AGK_LAYER_CALL);
+        agk_conv_layer_impl(AGK_LAYER_CALL, part, parts);
 }
 
-static void agk_conv_layer_generic(AGK_LAYER_ARGS) { agk_layer_impl(AGK_LAYER_CALL, algo); }
+static void agk_conv_layer_generic(AGK_LAYER_ARGS) { agk_layer_impl(AGK_LAYER_CALL, algo, part, parts); }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
 /* the same code compiled for AVX2 + FMA, chosen at run time */
 __attribute__((target("avx2,fma"))) static void agk_conv_layer_avx2(AGK_LAYER_ARGS) {
-    agk_layer_impl(AGK_LAYER_CALL, algo);
+    agk_layer_impl(AGK_LAYER_CALL, algo, part, parts);
 }
 static int agk_use_avx2(void) {
     __builtin_cpu_init();

@@ -38,7 +38,8 @@ class Model:
                                       f"{spec.ARCH_VERSION}; got {dims}")
 
     def set_threads(self, threads=None):
-        """Threads over the batch (one image per thread at a time); None: every CPU this process may use."""
+        """Threads over the batch (one image per thread at a time), or over each stage's output rows when the batch
+        is smaller than the thread count; None: every CPU this process may use."""
         threads = default_threads() if threads is None else int(threads)
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -50,12 +51,14 @@ class Model:
         return self
 
     def warm_up(self):
-        """Run the serial and the threaded executor once on zeros (Numba compiles or loads its cache here)."""
+        """Run the three executors once on zeros: serial, threads over the batch, threads over the rows of one
+        image (Numba compiles them, or loads its cache, here and not in a timed call)."""
         x = np.zeros((2, *spec.INPUT_SHAPE), np.float32)
         threads = self.threads
         self._run(x[:1], 0, len(self.plan.stages), True, threads=1)
-        self.set_threads(2)
+        self.set_threads(max(2, threads))
         self._run(x, 0, len(self.plan.stages), True, threads=2)
+        self._run(x[:1], 0, len(self.plan.stages), True, threads=2)
         self.set_threads(threads)
 
     # -- the contract ---------------------------------------------------------------------------------------

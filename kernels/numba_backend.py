@@ -10,7 +10,9 @@ Strategy (the same program as the Cython backend, kernels/plan.py, in Python syn
   the 16 transformed products run through the same tiles as a 1x1 conv; a pooled stage takes the max over
   each 2x2 output tile.
 - run_network runs every stage and the heads of one image per call of run_image; with T > 1 threads a
-  prange over T workspaces takes images t, t + T, ... so results do not depend on T.
+  prange over T workspaces takes images t, t + T, ...; with fewer images than threads (batch 1) each stage's
+  output rows are split over the threads instead. Either way every output is computed by the same code in the
+  same order, so results do not depend on T.
 
 Compilation: every function is @njit(cache=True): the first import on a machine compiles (seconds; the
 benchmark reports it) and writes numba's cache next to this file (or in NUMBA_CACHE_DIR); later loads
@@ -321,15 +323,18 @@ def conv_row(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, ow, dst,
 
 
 @njit(**JIT)
-def run_layer(src, dst, r, alpha, weights, biases, scratch):
+def run_layer(src, dst, r, alpha, weights, biases, scratch, part, parts):
     """One fused stage (one row r of the layer table) on one image, as conv_kernel.h's agk_conv_layer_impl:
-    output channels in blocks of 16 (then 8) outermost, so a block's weights stay in L1 over all rows."""
+    output channels in blocks of 16 (then 8) outermost, so a block's weights stay in L1 over all rows.
+    part < parts: only this share of the output rows (threads splitting one image)."""
     row_stride, pix_stride = r[SRC_WP] * r[SRC_C], r[SRC_C]
     base = r[SRC_OFF] + (r[SRC_P] - r[PAD]) * row_stride + (r[SRC_P] - r[PAD]) * pix_stride + r[CI0]
     dc, dwp = r[DST_C], r[DST_WP]
     out = r[DST_OFF] + (r[DST_P] * dwp + r[DST_P]) * dc + r[CO0]
     cin, k, dil, cbuf, oh, ow = r[CIN], r[K], r[DIL], r[CBUF], r[OH], r[OW]
     wi, bi = r[W_OFF], r[B_OFF]
+    rows = oh // 2 if r[POOL] != 0 else oh
+    y0, y1 = rows * part // parts, rows * (part + 1) // parts
     # addresses, not arrays, into the hot calls: no reference counting per tile (see numba_simd)
     src, dst, weights, biases, scratch = src.ctypes.data, dst.ctypes.data, weights.ctypes.data, \
         biases.ctypes.data, scratch.ctypes.data
@@ -338,12 +343,12 @@ def run_layer(src, dst, r, alpha, weights, biases, scratch):
         nv = 2 if cbuf - co >= 16 else 1
         width = 8 * nv
         if r[POOL] == 0:
-            for oy in range(oh):
+            for oy in range(y0, y1):
                 conv_row(src, base + oy * row_stride, row_stride, pix_stride, cin, k, dil, weights, wi + co, cbuf,
                          ow, dst, out + oy * dwp * dc + co, dc, biases, bi + co, act, alpha, nv)
             continue
-        ph, pw = oh // 2, ow // 2
-        for py in range(ph):
+        pw = ow // 2
+        for py in range(y0, y1):
             for half in range(2):
                 conv_row(src, base + (2 * py + half) * row_stride, row_stride, pix_stride, cin, k, dil, weights,
                          wi + co, cbuf, 2 * pw, scratch, half * 2 * pw * width, width, biases, bi + co, raw,
@@ -358,7 +363,7 @@ def run_layer(src, dst, r, alpha, weights, biases, scratch):
 
 
 @njit(**JIT)
-def run_winograd(src, dst, r, alpha, u, biases, scratch):
+def run_winograd(src, dst, r, alpha, u, biases, scratch, part, parts):
     """Winograd F(2x2, 3x3) stage (3x3, dilation 1, pad 1, even output), as conv_kernel.h's
     agk_winograd_layer_impl: V = B^T d B per 4x4 input tile and 8 channels, 16 products V[p] U[p] by the
     1x1-conv micro-kernel, Y = A^T M A per tile, + bias, Leaky-ReLU, and the 2x2 pool as a max over a tile."""
@@ -374,8 +379,9 @@ def run_winograd(src, dst, r, alpha, u, biases, scratch):
     src, dst, u, biases, scratch = src.ctypes.data, dst.ctypes.data, u.ctypes.data, biases.ctypes.data, \
         scratch.ctypes.data
     zero, one, raw = np.int64(0), np.int64(1), np.bool_(False)     # not literals: the same conv_row as run_layer
-    for ty0 in range(0, nty, WINO_ROWS):
-        nt = min(WINO_ROWS, nty - ty0) * ntx
+    ty_end = nty * (part + 1) // parts                   # this part's tile rows (threads splitting an image)
+    for ty0 in range(nty * part // parts, ty_end, WINO_ROWS):
+        nt = min(WINO_ROWS, ty_end - ty0) * ntx
         vps, mps = nt * cinp + 16, nt * cbuf + 16        # + one cache line: not 4 KiB apart (L1 sets)
         for t in range(nt):                                  # V = B^T d B, in registers
             d = base + 2 * (ty0 + t // ntx) * row_stride + 2 * (t % ntx) * pix
@@ -449,9 +455,9 @@ def conv_layer(src, dst, layers, alphas, weights, biases, scratch):
     """Every row of a layer table on one image (src and dst: the flat buffers the offsets point into)."""
     for i in range(layers.shape[0]):
         if layers[i, ALGO] == WINOGRAD:
-            run_winograd(src, dst, layers[i], alphas[i], weights, biases, scratch)
+            run_winograd(src, dst, layers[i], alphas[i], weights, biases, scratch, 0, 1)
         else:
-            run_layer(src, dst, layers[i], alphas[i], weights, biases, scratch)
+            run_layer(src, dst, layers[i], alphas[i], weights, biases, scratch, 0, 1)
 
 
 @njit(**JIT)
@@ -506,20 +512,31 @@ def heads(ws, g, p, alpha, out, n, feat, hidden):
 
 
 @njit(**JIT)
+def copy_input(x, n, ws, image):
+    """NCHW image n -> the NHWC image buffer's interior."""
+    off, wp, ch, p = image[0], image[1], image[2], image[3]
+    for y in range(x.shape[2]):
+        row = off + ((y + p) * wp + p) * ch
+        for xx in range(x.shape[3]):
+            for c in range(x.shape[1]):
+                ws[row + xx * ch + c] = x[n, c, y, xx]
+
+
+@njit(**JIT)
+def run_stage(ws, layers, i, alphas, weights, biases, scratch, part, parts):
+    if layers[i, ALGO] == WINOGRAD:
+        run_winograd(ws, ws, layers[i], alphas[i], weights, biases, scratch, part, parts)
+    else:
+        run_layer(ws, ws, layers[i], alphas[i], weights, biases, scratch, part, parts)
+
+
+@njit(**JIT)
 def run_image(x, n, ws, scratch, image, layers, alphas, weights, biases, g, hp, head_alpha, out, first, last,
               do_heads, feat, hidden):
-    if first == 0:                                   # NCHW image -> the NHWC image buffer's interior
-        off, wp, ch, p = image[0], image[1], image[2], image[3]
-        for y in range(x.shape[2]):
-            row = off + ((y + p) * wp + p) * ch
-            for xx in range(x.shape[3]):
-                for c in range(x.shape[1]):
-                    ws[row + xx * ch + c] = x[n, c, y, xx]
+    if first == 0:
+        copy_input(x, n, ws, image)
     for i in range(first, last):
-        if layers[i, ALGO] == WINOGRAD:
-            run_winograd(ws, ws, layers[i], alphas[i], weights, biases, scratch)
-        else:
-            run_layer(ws, ws, layers[i], alphas[i], weights, biases, scratch)
+        run_stage(ws, layers, i, alphas, weights, biases, scratch, 0, 1)
     if do_heads:
         heads(ws, g, hp, head_alpha, out, n, feat, hidden)
 
@@ -543,21 +560,36 @@ def _run_parallel(x, ws, scratch, image, layers, alphas, weights, biases, g, hp,
                       first, last, do_heads, feat, hidden)
 
 
+@njit(parallel=True, **JIT)
+def _run_rows(x, ws, scratch, image, layers, alphas, weights, biases, g, hp, head_alpha, out, first, last,
+              do_heads, nt):
+    feat, hidden = np.empty(64, np.float32), np.empty(28, np.float32)
+    for n in range(x.shape[0]):
+        if first == 0:
+            copy_input(x, n, ws[0], image)
+        for i in range(first, last):
+            for t in prange(nt):
+                run_stage(ws[0], layers, i, alphas, weights, biases, scratch[t], t, nt)
+        if do_heads:
+            heads(ws[0], g, hp, head_alpha, out, n, feat, hidden)
+
+
 def run_network(x, ws, scratch, image, layers, alphas, weights, biases, g, head_params, head_alpha, out,
                 first, last, do_heads, threads):
-    """Images n = t, t + T, ... run in workspace t (T = threads, at most the batch); see Model.forward."""
-    nt = min(int(threads), x.shape[0])
-    if nt > ws.shape[0]:
+    """threads <= batch: images n = t, t + T, ... run in workspace t (T = threads). threads > batch: the images one
+    after the other, each stage's output rows split over the threads. See Model.forward."""
+    nt = int(threads)
+    if nt > ws.shape[0] or nt > scratch.shape[0]:
         raise ValueError(f"{threads} threads but {ws.shape[0]} workspaces")
     args = (x, ws, scratch, image, layers, alphas, weights, biases, g, head_params, np.float32(head_alpha), out,
             int(first), int(last), bool(do_heads))
     if nt <= 1:
         _run_serial(*args)
-    else:
-        if nt > numba.config.NUMBA_NUM_THREADS:
-            raise ValueError(f"{nt} threads, but numba has {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
-        numba.set_num_threads(nt)
-        _run_parallel(*args, nt)
+        return
+    if nt > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"{nt} threads, but numba has {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
+    numba.set_num_threads(nt)
+    (_run_rows if nt > x.shape[0] else _run_parallel)(*args, nt)
 
 
 globals().update(ops.bind(conv_layer))
