@@ -205,8 +205,8 @@ def main(argv=None):
             rows.append(row)
             print(f"{batch:>5} {threads:>3} {name:<12} {row['ms_per_image']:>8.3f} {row['images_per_s']:>8.0f} "
                   f"{gflops:>8.1f} {100 * row['share_of_peak']:>5.0f}% {row['vs_onnxruntime']:>6.2f}x")
-    print("\n(vs ORT: time relative to ONNX Runtime in the same rounds; < 1 is faster. Threads run over the batch:"
-          " at batch 1 a second thread has nothing to do in the kernels backends.)")
+    print("\n(vs ORT: time relative to ONNX Runtime in the same rounds; < 1 is faster. The kernels backends run threads"
+          " over the batch, or at batch 1 over each stage's output rows.)")
 
     best = min((r for r in rows if r["batch"] == 1 and r["threads"] == 1 and r["runtime"] in backends),
                key=lambda r: r["ms_per_image"], default=None)
