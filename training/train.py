@@ -74,7 +74,7 @@ def train(args, log=print):
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         val = all_metrics(predict(model, images[val_idx]), ages[val_idx], males[val_idx])
