@@ -106,7 +106,11 @@ in_root() {
     chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM="${TERM:-dumb}" \
         PATH="$VENV/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         QEMU_CPU="$CPU" PIP_DISABLE_PIP_VERSION_CHECK=1\
-        NUMBA_CACHE_DIR=/var/cache/agegender-numba NUMBA_CPU_NAME="$CPU" "$@"
+        NUMBA_CACHE_DIR=/var/cache/agegender-numba NUMBA_CPU_NAME="$CPU" \
+        ${ROOT_CA:+PIP_CERT=$ROOT_CA SSL_CERT_FILE=$ROOT_CA REQUESTS_CA_BUNDLE=$ROOT_CA} \
+        ${HTTPS_PROXY:+HTTPS_PROXY=$HTTPS_PROXY} ${https_proxy:+https_proxy=$https_proxy} \
+        ${HTTP_PROXY:+HTTP_PROXY=$HTTP_PROXY} ${http_proxy:+http_proxy=$http_proxy} \
+        ${NO_PROXY:+NO_PROXY=$NO_PROXY} ${no_proxy:+no_proxy=$no_proxy} "$@"
 }
 
 # -- 2. the arm64 root ----------------------------------------------------------------------------------
@@ -129,6 +133,12 @@ else
     say "arm64 root: reusing $ROOT"
 fi
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true    # pip reaches PyPI from inside
+# the host's CA bundle too (a proxy that re-signs TLS, as here, is trusted by the host's bundle only)
+HOST_CA="${PIP_CERT:-${SSL_CERT_FILE:-${REQUESTS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}}}"
+ROOT_CA=
+if [ -r "$HOST_CA" ] && [ -f "$HOST_CA" ]; then
+    cp -L "$HOST_CA" "$ROOT/etc/agegender-host-ca.crt" && ROOT_CA=/etc/agegender-host-ca.crt
+fi
 mount_into_root
 in_root uname -m
 in_root python3 --version
@@ -142,7 +152,7 @@ BUILD_REQS=$'setuptools>=64\nwheel\nCython>=3.0'
 WANT=$(printf '%s\n%s\n' "$REQS" "$BUILD_REQS" | sort -u)
 if [ ! -x "$ROOT$VENV/bin/python" ] || [ "$(cat "$ROOT$VENV/.reqs" 2>/dev/null)" != "$WANT" ]; then
     say "arm64 venv: pip installs the aarch64 wheels of the test extra (once per requirement list)"
-    in_root python3 -m venv "$VENV"
+    [ -x "$ROOT$VENV/bin/python" ] || in_root python3 -m venv "$VENV"
     printf '%s\n' "$WANT" > "$ROOT/tmp/agegender-reqs.txt"
     in_root pip install -q --upgrade pip
     in_root pip install -q --prefer-binary -r /tmp/agegender-reqs.txt
