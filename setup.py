@@ -69,7 +69,8 @@ setup(
         # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
         # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
-        "bench": ["threadpoolctl>=3", "pytest-benchmark>=4"],
+        # the benchmark kit with every CPU backend it can compare: numba and ONNX Runtime beside the reference
+        "bench": ["numba>=0.57", "onnxruntime>=1.16", "threadpoolctl>=3", "pytest-benchmark>=4"],
         "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
         "image": ["pillow>=9"],
         "plot": ["matplotlib>=3.5"],
