@@ -333,6 +333,14 @@ class Plan:
         st, row = self.stages[stage_index], self.layers[stage_index]
         return 2 * int(row[OH]) * int(row[OW]) * st.src.c * st.dst.c * st.k * st.k
 
+    def executed_flops(self, stage_index):
+        """Multiply-adds x 2 the kernel actually runs for one image: Winograd stages 16 products per 2x2 output tile
+        instead of 36 (transforms, additions only, not counted); padded output channels not counted."""
+        if self.algos[stage_index] != WINOGRAD:
+            return self.stage_flops(stage_index)
+        st, row = self.stages[stage_index], self.layers[stage_index]
+        return 2 * 16 * (int(row[OH]) // 2) * (int(row[OW]) // 2) * st.src.c * st.dst.c
+
     def read_slice(self, workspace, buffer, c0, c):
         """[C, H, W] copy of channels [c0, c0 + c) of a buffer's interior in one thread's workspace."""
         buf = self.buffers[buffer]
