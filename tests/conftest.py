@@ -71,3 +71,32 @@ def random_batch(rng, n, kind="uniform"):
 
 
 INPUT_KINDS = ("uniform", "zeros", "ones", "constant", "small_noise")
+
+
+# Intermediate tensors: activations reach a few tens in size; 20 layers of float32 sums in a
+# different order (ONNX Runtime's MLAS blocks and fuses; the kernels fold BatchNorm and use Winograd)
+# differ by ~1e-6 relative. 1e-4 absolute plus 1e-5 relative of the tensor's largest value leaves a
+# margin of ten.
+def layer_tolerance(tensor):
+    return 1e-4 + 1e-5 * float(np.abs(tensor).max())
+
+
+def backend_param(name):
+    """A pytest param for a kernels backend, skipped with the reason where it cannot run here."""
+    import kernels
+
+    try:
+        kernels.backend(name)
+        return pytest.param(name)
+    except ImportError as exc:
+        return pytest.param(name, marks=pytest.mark.skip(reason=str(exc)))
+
+
+def assert_import_stays_light(statement, heavy_modules):
+    """Run `statement` in a fresh interpreter and fail if any of `heavy_modules` got imported."""
+    import subprocess
+    import sys
+
+    code = (f"import sys\n{statement}\nheavy = [m for m in {tuple(heavy_modules)!r} if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -3,10 +3,8 @@
 Tolerances: the contract's (refimpl.golden.tolerance: 1e-3 years, 1e-5 probability) for the eight
 outputs; the kernels differ from refimpl only by float32 summation order, FMA contraction and
 BatchNorm folded into the weights (one extra rounding of w * s). Intermediate stages: as
-test_refimpl_model.layer_tolerance, 1e-4 absolute + 1e-5 of the tensor's largest value.
+conftest.layer_tolerance, 1e-4 absolute + 1e-5 of the tensor's largest value.
 """
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,21 +13,14 @@ from hypothesis import strategies as st
 
 import kernels
 import refimpl
-from conftest import BUNDLED, INPUT_KINDS, ROOT, assert_close, ort_session, random_batch
+from conftest import (BUNDLED, INPUT_KINDS, ROOT, assert_close, assert_import_stays_light, backend_param,
+                      layer_tolerance, ort_session, random_batch)
 from refimpl import InputError, ModelFileError, golden, spec
 from refimpl.golden import tolerance
 
 
-def layer_tolerance(tensor):
-    return 1e-4 + 1e-5 * float(np.abs(tensor).max())
 
 
-def backend_param(name):
-    try:
-        kernels.backend(name)
-        return pytest.param(name)
-    except ImportError as exc:
-        return pytest.param(name, marks=pytest.mark.skip(reason=str(exc)))
 
 
 BACKENDS = [backend_param(name) for name in kernels.BACKENDS]
@@ -172,11 +163,8 @@ def test_model_reports_its_setup(models):
 
 
 def test_import_kernels_stays_light():
-    code = ("import sys, kernels\n"
-            "heavy = [m for m in ('numba', 'kernels._cython_kernels', 'torch', 'onnxruntime', 'training', 'bench') "
-            "if m in sys.modules]\n"
-            "assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    assert_import_stays_light("import kernels",
+                              ("numba", "kernels._cython_kernels", "torch", "onnxruntime", "training", "bench"))
 
 
 def test_kernels_never_import_training_bench_torch_or_onnxruntime():

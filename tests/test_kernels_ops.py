@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kernels
-from conftest import assert_close
+from conftest import assert_close, backend_param
 from refimpl import batch_norm, conv2d, leaky_relu, max_pool
 
 REFIMPL_OPS = {"conv2d": conv2d.conv2d, "batch_norm": batch_norm.batch_norm, "leaky_relu": leaky_relu.leaky_relu,
@@ -19,12 +19,6 @@ NAMES = ("conv2d", "batch_norm", "leaky_relu", "max_pool2x2", "global_avg_pool",
          "concat", "ensemble", "conv_bn_leaky", "conv_bn_leaky_pool")
 
 
-def backend_param(name):
-    try:
-        kernels.backend(name)
-        return pytest.param(name)
-    except ImportError as exc:
-        return pytest.param(name, marks=pytest.mark.skip(reason=str(exc)))
 
 
 @pytest.fixture(scope="module", params=[backend_param(name) for name in kernels.BACKENDS])

@@ -9,15 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import refimpl
-from conftest import BUNDLED, INPUT_KINDS, ROOT, assert_close, ort_session, random_batch
+from conftest import (BUNDLED, INPUT_KINDS, ROOT, assert_close, assert_import_stays_light, layer_tolerance,
+                      ort_session, random_batch)
 from refimpl import golden, spec
 from refimpl.golden import AGE_TOLERANCE, GENDER_TOLERANCE, tolerance
 
-# Intermediate tensors: activations reach a few tens in size; 20 layers of float32 sums in a
-# different order (ONNX Runtime's MLAS blocks and fuses) differ by ~1e-6 relative. 1e-4 absolute
-# plus 1e-5 relative of the tensor's largest value leaves a margin of ten.
-def layer_tolerance(tensor):
-    return 1e-4 + 1e-5 * float(np.abs(tensor).max())
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +147,8 @@ def test_summary_totals_match_the_spec(reference_model_path):
 
 
 def test_import_refimpl_stays_light():
-    code = ("import sys, refimpl, refimpl.onnx_format, refimpl.golden\n"
-            "heavy = [m for m in ('torch', 'onnxruntime', 'kernels', 'training', 'bench', 'scipy', 'PIL') "
-            "if m in sys.modules]\n"
-            "assert not heavy, heavy")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    assert_import_stays_light("import refimpl, refimpl.onnx_format, refimpl.golden",
+                              ("torch", "onnxruntime", "kernels", "training", "bench", "scipy", "PIL"))
 
 
 def test_command_line_verify_and_summary():
