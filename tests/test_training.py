@@ -192,6 +192,46 @@ def test_smoke_training_and_export_round_trip(tmp_path):
         assert_close(name, expected[name].numpy(), model.forward(x)[name], tolerance(name))
 
 
+def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_both_stages(tmp_path):
+    """--init starts from another run, --ema exports an average of the weights; a stopped and resumed second
+    stage ends with the same weights as an uninterrupted one, and the model card reproduces both stages."""
+    pytest.importorskip("PIL")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
+        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    from training.__main__ import main
+    from training.card import make_card, write_markdown
+
+    data_args = ["--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1"]
+    common = [*data_args, "--batch-size", "4", "--no-progress"]
+    main(["train", *common, "--epochs", "2", "--out", str(tmp_path / "one")])
+    second = [*common, "--epochs", "3", "--init", str(tmp_path / "one" / "last.pt"), "--ema", "0.9"]
+    main(["train", *second, "--out", str(tmp_path / "straight")])
+    main(["train", *second, "--out", str(tmp_path / "resumed"), "--stop-after", "1"])
+    main(["train", *second, "--out", str(tmp_path / "resumed"), "--resume"])
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    for key in ("model", "training_model"):
+        for name, tensor in straight[key].items():
+            assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after stop and resume"
+    assert straight["n_averaged"] == 3
+    differs = [n for n, t in straight["model"].items()
+               if t.is_floating_point() and not torch.equal(t, straight["training_model"][n])]
+    assert differs, "the exported weights are the raw training weights, not their average"
+
+    main(["evaluate", *data_args, str(tmp_path / "straight" / "last.pt"), "--json", str(tmp_path / "eval.json")])
+    ours = json.load(open(tmp_path / "eval.json"))
+    json.dump({**ours, "model": "stand-in baseline"}, open(tmp_path / "baseline.json", "w"))
+    card, log = make_card(str(tmp_path / "straight"), tmp_path / "eval.json", tmp_path / "baseline.json")
+    assert [r["stage"] for r in log] == [1, 1, 2, 2, 2] and card["training"]["epochs"] == 5
+    first, then = [c for c in card["reproduce"] if c.startswith("python -m training train")]
+    assert "--init" not in first and "--epochs 2" in first and f"--out {tmp_path / 'one'}" in first
+    assert f"--init {tmp_path / 'one' / 'last.pt'}" in then and "--ema 0.9" in then and "--epochs 3" in then
+    write_markdown(card, tmp_path / "card.md")
+    assert "5 epochs in 2 stage(s)" in open(tmp_path / "card.md").read()
+
+
 def test_utkface_folder_when_present():
     folder = utkface_dir()
     if not os.path.isdir(folder):

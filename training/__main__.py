@@ -28,6 +28,10 @@ def main(argv=None):
     t.add_argument("--lr", type=float, default=4e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--out", default="runs/utkface")
+    t.add_argument("--init", help="start from this checkpoint's weights (a second stage with its own schedule)")
+    t.add_argument("--ema", type=float, default=0.0,
+                   help="evaluate and export an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.998); 0 = off")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--stop-after", type=int, default=0, help="stop after this epoch (resume later)")
     t.add_argument("--no-progress", dest="progress", action="store_false")

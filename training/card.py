@@ -14,27 +14,57 @@ DATA = ("UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 201
 LICENSE = "UTKFace is for non-commercial research purposes only; these weights inherit that restriction"
 
 
-def reproduce_commands(run_args):
-    a = run_args
-    return [f"python -m training train --epochs {a['epochs']} --batch-size {a['batch_size']} --lr {a['lr']} "
-            f"--weight-decay {a['weight_decay']} --seed {a['seed']} --val-fraction {a['val_fraction']} "
-            f"--out runs/utkface",
-            "python -m training export runs/utkface/last.pt /tmp/trained.onnx",
+def training_stages(run_dir):
+    """[(run_dir, args, log)] from the first stage to the last: a run started with --init continues another."""
+    import torch
+
+    stages = []
+    while run_dir is not None:
+        args = torch.load(os.path.join(run_dir, "last.pt"), weights_only=False)["args"]
+        log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
+        stages.insert(0, (run_dir, args, log))
+        run_dir = os.path.dirname(args["init"]) if args.get("init") else None
+    return stages
+
+
+def train_command(args, out):
+    command = (f"python -m training train --epochs {args['epochs']} --batch-size {args['batch_size']} "
+               f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
+               f"--val-fraction {args['val_fraction']}")
+    if args.get("init"):
+        command += f" --init {args['init']}"
+    if args.get("ema"):
+        command += f" --ema {args['ema']}"
+    return command + f" --out {out}"
+
+
+def reproduce_commands(stages):
+    last = stages[-1][0]
+    return [*(train_command(args, run_dir) for run_dir, args, _ in stages),
+            f"python -m training export {last}/last.pt /tmp/trained.onnx",
             "python -m training evaluate /tmp/trained.onnx --runtime onnxruntime --json runs/eval.json",
             "python -m training baseline --json runs/baseline.json",
-            "python -m training card --run runs/utkface --eval runs/eval.json --baseline runs/baseline.json "
-            "--out weights",
-            "python -m training export runs/utkface/last.pt weights/agegender.onnx --card weights/agegender.card.json",
+            f"python -m training card --run {last} --eval runs/eval.json --baseline runs/baseline.json --out weights",
+            f"python -m training export {last}/last.pt weights/agegender.onnx --card weights/agegender.card.json",
             "python -m bench.golden"]
 
 
-def make_card(run_dir, eval_json, baseline_json):
-    import torch
+def describe_stage(args):
+    text = (f"{args['epochs']} epochs, batch {args['batch_size']}, AdamW with a one-cycle learning rate "
+            f"(peak {args['lr']}, weight decay {args['weight_decay']})")
+    if args.get("init"):
+        text += ", starting from the previous stage's weights"
+    if args.get("ema"):
+        text += f", exporting an exponential moving average of the weights (decay {args['ema']} per step)"
+    return text
 
-    log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
-    run_args = torch.load(os.path.join(run_dir, "last.pt"), weights_only=False)["args"]
+
+def make_card(run_dir, eval_json, baseline_json):
+    stages = training_stages(run_dir)
+    log = [dict(record, stage=i + 1) for i, (_, _, stage_log) in enumerate(stages) for record in stage_log]
     ours, theirs = json.load(open(eval_json)), json.load(open(baseline_json))
-    settings = {k: run_args[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "val_fraction")}
+    last_args = stages[-1][1]
+    seconds = sorted(r["seconds"] for r in log)
     return {
         "architecture": spec.ARCH_VERSION,
         "paper": "Huy-Tran Quoc Bao, Chung Sun-Tae: A light-weight Gender/Age Estimation model based on "
@@ -45,10 +75,14 @@ def make_card(run_dir, eval_json, baseline_json):
         "training_data": DATA,
         "license": LICENSE,
         "split": ours["split"],
-        "training": {**settings, "optimizer": "AdamW, one-cycle learning rate", "loss": "paper formula (3)",
+        "training": {"stages": [describe_stage(args) for _, args, _ in stages],
+                     "epochs": sum(args["epochs"] for _, args, _ in stages),
+                     "seed": last_args["seed"], "val_fraction": last_args["val_fraction"],
+                     "loss": "paper formula (3)",
                      "augmentation": "flip, shift +-6%, scale +-8%, rotation +-8 deg, brightness/contrast/"
-                                     "saturation +-20%", "epoch_seconds_median": sorted(r["seconds"] for r in log)[len(log) // 2],
-                     "epoch_seconds_note": "medians over the run; the machine was shared with other jobs",
+                                     "saturation +-20%",
+                     "epoch_seconds_median": seconds[len(seconds) // 2],
+                     "epoch_seconds_note": "median over all epochs; the machine was shared with other jobs",
                      "hardware": "2-core AMD EPYC CPU, torch 2.13.0"},
         "metrics": ours["metrics"],
         "metrics_measured_by": f"{ours.get('runtime', 'refimpl')} running this ONNX file on the validation split",
@@ -57,7 +91,7 @@ def make_card(run_dir, eval_json, baseline_json):
                      "mae_by_age_group": theirs["mae_by_age_group"],
                      "how": "its age (64x64) and gender (32x32) networks on the same validation chips, resized with "
                             "pillow bilinear; python -m training baseline"},
-        "reproduce": reproduce_commands(run_args),
+        "reproduce": reproduce_commands(stages),
     }, log
 
 
@@ -76,9 +110,9 @@ def write_markdown(card, path):
 - License: {card['license']}.
 - Split: {s['protocol']}, validation fraction {s['val_fraction']} with seed {s['seed']}
   (`training.splits.holdout`): {s['n_val']} validation images never used for training.
-- Training: {t['epochs']} epochs, batch {t['batch_size']}, {t['optimizer']} (peak {t['lr']}, weight decay
-  {t['weight_decay']}), {t['loss']}; augmentation: {t['augmentation']}; {t['hardware']},
-  about {t['epoch_seconds_median']:.0f} s per epoch.
+- Training: {t['epochs']} epochs in {len(t['stages'])} stage(s): {'; then '.join(t['stages'])}.
+  Loss: {t['loss']}; augmentation: {t['augmentation']}; {t['hardware']}, about
+  {t['epoch_seconds_median']:.0f} s per epoch.
 - Preprocessing: {card['preprocessing']}.
 - Outputs: {card['outputs']}.
 
@@ -122,7 +156,7 @@ def write_plots(card, log, out_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in log]
+    epochs = list(range(1, len(log) + 1))          # counted across stages
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     ax[0].plot(epochs, [r["loss"] for r in log], label="training loss (formula 3)")
     ax[0].plot(epochs, [r["val"]["ensemble"]["mae"] for r in log], label="validation age MAE, ensemble")
@@ -131,6 +165,10 @@ def write_plots(card, log, out_dir):
     ax[1].plot(epochs, [r["val"]["ensemble"]["gender_acc"] for r in log], label="ensemble")
     for head in ("final", "virtual", "low"):
         ax[1].plot(epochs, [r["val"][head]["gender_acc"] for r in log], "--", label=head)
+    for i in range(1, len(log)):
+        if log[i]["stage"] != log[i - 1]["stage"]:
+            for a in ax:
+                a.axvline(i + 0.5, color="gray", lw=0.8, ls=":")
     ax[1].set_xlabel("epoch")
     ax[1].set_ylabel("validation gender accuracy")
     ax[1].legend()

@@ -42,6 +42,12 @@ def train(args, log=print):
     log(f"data: {len(samples)} images, train {len(train_idx)}, validation {len(val_idx)} "
         f"(holdout, fraction {args.val_fraction}, seed {args.seed})")
     model = AgeGenderNet().to(memory_format=torch.channels_last)
+    if args.init:                       # a second stage: start from another run's weights, with a new schedule
+        model.load_state_dict(torch.load(args.init, weights_only=False)["model"])
+        log(f"initialised from {args.init}")
+    # an exponential moving average of the weights (and BatchNorm statistics) is what gets evaluated and exported
+    averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+        args.ema), use_buffers=True) if args.ema else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = max(1, len(train_idx) // args.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * steps_per_epoch,
@@ -52,9 +58,14 @@ def train(args, log=print):
         if state["args"]["epochs"] != args.epochs:
             raise SystemExit(f"error: {checkpoint} belongs to a {state['args']['epochs']}-epoch run (the learning-rate "
                              f"schedule spans it); resume with --epochs {state['args']['epochs']}")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("training_model", state["model"]))
+        if averaged is not None:
+            averaged.module.load_state_dict(state["model"])
+            averaged.n_averaged.fill_(state["n_averaged"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if "rng" in state:              # dropout draws from torch's global generator
+            torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
         log(f"resumed from {checkpoint} at epoch {start_epoch}")
     generator = torch.Generator().manual_seed(args.seed)
@@ -74,20 +85,28 @@ def train(args, log=print):
             loss.backward()
             optimizer.step()
             schedule.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             losses.append(float(loss.detach()))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        val = all_metrics(predict(model, images[val_idx]), ages[val_idx], males[val_idx])
+        evaluated = averaged.module if averaged is not None else model
+        val = all_metrics(predict(evaluated, images[val_idx]), ages[val_idx], males[val_idx])
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                   "seconds": round(time.time() - started, 1), "val": val}
         with open(os.path.join(args.out, "log.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
         log(f"epoch {epoch + 1}: loss {record['loss']:.3f}, val MAE {val['ensemble']['mae']:.2f} "
             f"gender {val['ensemble']['gender_acc']:.3f} ({record['seconds']} s)")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args)}, checkpoint + ".tmp")
+        state = {"model": evaluated.state_dict(), "optimizer": optimizer.state_dict(),
+                 "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args), "rng": torch.get_rng_state()}
+        if averaged is not None:        # "model" is what evaluate and export read; resume needs the raw weights too
+            state.update(training_model=model.state_dict(), n_averaged=int(averaged.n_averaged))
+        if args.init:
+            state["init_args"] = torch.load(args.init, weights_only=False)["args"]
+        torch.save(state, checkpoint + ".tmp")
         os.replace(checkpoint + ".tmp", checkpoint)
-    return model
+    return evaluated
 
 
 def _progress(iterable, description, enabled):
