@@ -15,7 +15,7 @@ from refimpl import spec  # noqa: E402
 from refimpl.golden import tolerance  # noqa: E402
 from training import data, splits  # noqa: E402
 from training.export import export  # noqa: E402
-from training.loss import HEAD_WEIGHTS, metrics, paper_loss  # noqa: E402
+from training.loss import HEAD_WEIGHTS, gender_acc_by_age_group, mae_by_age_group, metrics, paper_loss  # noqa: E402
 from training.model import AgeGenderNet, load_onnx_weights, onnx_weights  # noqa: E402
 
 
@@ -90,6 +90,10 @@ def test_metrics_on_a_hand_made_case():
     m = metrics(age_pred=[10, 20, 30, 40], male_prob=[0.9, 0.2, 0.6, 0.4], age=[12, 26, 30, 44], male=[1, 0, 0, 0])
     assert m["mae"] == pytest.approx((2 + 6 + 0 + 4) / 4)
     assert (m["ca3"], m["ca5"], m["gender_acc"]) == (0.5, 0.75, 0.75)
+    by_group = gender_acc_by_age_group(male_prob=[0.9, 0.2, 0.6, 0.4, 0.7], male=[1, 0, 0, 0, 1], age=[3, 5, 8, 44, 75])
+    assert by_group["0-9"] == [pytest.approx(2 / 3), 3] and by_group["40-49"] == [1.0, 1]
+    assert by_group["70+"] == [1.0, 1] and by_group["20-29"] == [None, 0]
+    assert mae_by_age_group([10, 20], [12, 26])["20-29"] == [6.0, 1]   # |20 - 26|
 
 
 def test_splits_partition_the_data():
@@ -229,7 +233,7 @@ def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_bot
     assert "--init" not in first and "--epochs 2" in first and f"--out {tmp_path / 'one'}" in first
     assert f"--init {tmp_path / 'one' / 'last.pt'}" in then and "--ema 0.9" in then and "--epochs 3" in then
     write_markdown(card, tmp_path / "card.md")
-    assert "5 epochs in 2 stage(s)" in open(tmp_path / "card.md").read()
+    assert "5 epochs in 2 stages" in open(tmp_path / "card.md").read()
 
 
 def test_utkface_folder_when_present():

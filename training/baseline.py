@@ -12,7 +12,7 @@ import numpy as np
 
 from . import splits
 from .data import read_image, utkface
-from .loss import mae_by_age_group, metrics
+from .loss import gender_acc_by_age_group, mae_by_age_group, metrics
 
 
 def baseline_outputs(paths, batch_size=64):
@@ -45,4 +45,6 @@ def evaluate_baseline(args):
                       "n_val": len(val_idx)},
             "metrics": {"ensemble": metrics(age_pred, male_prob, np.asarray(samples.ages)[val_idx],
                                             np.asarray(samples.males)[val_idx])},
-            "mae_by_age_group": mae_by_age_group(age_pred, np.asarray(samples.ages)[val_idx])}
+            "mae_by_age_group": mae_by_age_group(age_pred, np.asarray(samples.ages)[val_idx]),
+            "gender_acc_by_age_group": gender_acc_by_age_group(male_prob, np.asarray(samples.males)[val_idx],
+                                                               np.asarray(samples.ages)[val_idx])}

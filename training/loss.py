@@ -40,12 +40,22 @@ def all_metrics(outputs, age, male):
 AGE_GROUPS = ((0, 10), (10, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 120))
 
 
-def mae_by_age_group(age_pred, age):
-    """{"0-9": (MAE, count), ...} by true age, for the error-by-age plot."""
-    err, age = np.abs(np.asarray(age_pred, np.float64) - age), np.asarray(age)
+def by_age_group(per_image, age):
+    """{"0-9": [mean of per_image over the images of that true age (None if none), count], ...}."""
+    per_image, age = np.asarray(per_image, np.float64), np.asarray(age)
     out = {}
     for lo, hi in AGE_GROUPS:
         sel = (age >= lo) & (age < hi)
         label = f"{lo}-{hi - 1}" if hi < 120 else f"{lo}+"
-        out[label] = [float(err[sel].mean()) if sel.any() else None, int(sel.sum())]
+        out[label] = [float(per_image[sel].mean()) if sel.any() else None, int(sel.sum())]
     return out
+
+
+def mae_by_age_group(age_pred, age):
+    """{"0-9": [MAE, count], ...} by true age, for the error-by-age plot."""
+    return by_age_group(np.abs(np.asarray(age_pred, np.float64) - age), age)
+
+
+def gender_acc_by_age_group(male_prob, male, age):
+    """{"0-9": [gender accuracy, count], ...} by true age (a child's gender is the hard case)."""
+    return by_age_group((np.asarray(male_prob) >= 0.5) == (np.asarray(male) >= 0.5), age)
