@@ -75,14 +75,13 @@ grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
     || die "the qemu-aarch64 binfmt entry lacks the F flag; Debian's qemu-user-static registers it with F"
 
 # -- mounts, always undone ------------------------------------------------------------------------------
-MOUNTS=()
 cleanup() {
-    local rc=$? m i
-    for (( i=${#MOUNTS[@]}-1; i>=0; i-- )); do
-        m=${MOUNTS[$i]}
+    local rc=$? m
+    # everything mounted under the root, deepest first: read from /proc/mounts, not remembered, so an
+    # interrupted run (or an earlier one) cannot leave a mount behind
+    while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "arm64-check: could not unmount $m" >&2
-    done
-    MOUNTS=()
+    done < <(awk -v root="$ROOT/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r)
     if [ -d "$ROOT" ] && grep -q " $ROOT/" /proc/mounts; then
         echo "arm64-check: still mounted under $ROOT:" >&2; grep " $ROOT/" /proc/mounts >&2
     fi
@@ -104,14 +103,14 @@ nano_cpuinfo() {
 }
 
 mount_into_root() {
-    mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc"; MOUNTS+=("$ROOT/proc"); }
+    mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
     nano_cpuinfo > "$ROOT/etc/agegender-cpuinfo"
-    mount --bind "$ROOT/etc/agegender-cpuinfo" "$ROOT/proc/cpuinfo"; MOUNTS+=("$ROOT/proc/cpuinfo")
-    mountpoint -q "$ROOT/sys" || { mount --bind -o ro /sys "$ROOT/sys" 2>/dev/null && MOUNTS+=("$ROOT/sys") || true; }
-    mountpoint -q "$ROOT/dev" || { mount --bind /dev "$ROOT/dev"; MOUNTS+=("$ROOT/dev"); }
-    mountpoint -q "$ROOT/dev/pts" || { mount --bind /dev/pts "$ROOT/dev/pts"; MOUNTS+=("$ROOT/dev/pts"); }
+    mount --bind "$ROOT/etc/agegender-cpuinfo" "$ROOT/proc/cpuinfo"
+    mountpoint -q "$ROOT/sys" || mount --bind -o ro /sys "$ROOT/sys" 2>/dev/null || true
+    mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
+    mountpoint -q "$ROOT/dev/pts" || mount --bind /dev/pts "$ROOT/dev/pts"
     mkdir -p "$ROOT/dev/shm"
-    mountpoint -q "$ROOT/dev/shm" || { mount -t tmpfs -o mode=1777 shm "$ROOT/dev/shm"; MOUNTS+=("$ROOT/dev/shm"); }
+    mountpoint -q "$ROOT/dev/shm" || mount -t tmpfs -o mode=1777 shm "$ROOT/dev/shm"
 }
 
 # run a command in the root: a clean environment, the emulated CPU set. NUMBA_CPU_NAME: on the board LLVM
