@@ -114,7 +114,9 @@ def test_golden_vectors_are_current():
     fresh = make_golden(BUNDLED)
     np.testing.assert_array_equal(fresh["inputs"], x)
     for name in spec.OUTPUT_NAMES:
-        assert_close(name, fresh[name], expected[name], tolerance(name) / 100)
+        # a tenth of the contract: a stale file (another model, another export) is off by far more, while ONNX
+        # Runtime on another CPU (aarch64's MLAS) sums in another order: 1.5e-5 years at age 80, two float32 steps
+        assert_close(name, fresh[name], expected[name], tolerance(name) / 10)
 
 
 def test_bundled_model_matches_golden_without_onnxruntime():
