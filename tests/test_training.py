@@ -230,6 +230,7 @@ def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_bot
     card, log = make_card(str(tmp_path / "straight"), tmp_path / "eval.json", tmp_path / "baseline.json")
     assert [r["stage"] for r in log] == [1, 1, 2, 2, 2] and card["training"]["epochs"] == 5
     first, then = [c for c in card["reproduce"] if c.startswith("python -m training train")]
+    assert all("--threads " in c for c in (first, then))
     assert "--init" not in first and "--epochs 2" in first and f"--out {tmp_path / 'one'}" in first
     assert f"--init {tmp_path / 'one' / 'last.pt'}" in then and "--ema 0.9" in then and "--epochs 3" in then
     write_markdown(card, tmp_path / "card.md")

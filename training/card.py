@@ -31,6 +31,8 @@ def train_command(args, out):
     command = (f"python -m training train --epochs {args['epochs']} --batch-size {args['batch_size']} "
                f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
                f"--val-fraction {args['val_fraction']}")
+    if args.get("threads"):             # torch's CPU kernels may sum in another order with another thread count
+        command += f" --threads {args['threads']}"
     if args.get("init"):
         command += f" --init {args['init']}"
     if args.get("ema"):
