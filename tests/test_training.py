@@ -15,7 +15,8 @@ from refimpl import spec  # noqa: E402
 from refimpl.golden import tolerance  # noqa: E402
 from training import data, splits  # noqa: E402
 from training.export import export  # noqa: E402
-from training.loss import HEAD_WEIGHTS, gender_acc_by_age_group, mae_by_age_group, metrics, paper_loss  # noqa: E402
+from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, gender_terms_only, mae_by_age_group,  # noqa: E402
+                           metrics, paper_loss)
 from training.model import AgeGenderNet, load_onnx_weights, onnx_weights  # noqa: E402
 
 
@@ -84,6 +85,8 @@ def test_paper_loss_is_formula_3():
                 + 0.5 * (bce(out["gender_low"]) + mae(out["age_low"])))
     assert HEAD_WEIGHTS == {"final": 1.0, "virtual": 0.3, "low": 0.5}
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    gender_only = bce(out["gender_final"]) + 0.3 * bce(out["gender_virtual"]) + 0.5 * bce(out["gender_low"])
+    assert float(gender_terms_only(out, age, male)[0].detach()) == pytest.approx(float(gender_only.detach()), rel=1e-5)
 
 
 def test_metrics_on_a_hand_made_case():
@@ -235,6 +238,32 @@ def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_bot
     assert f"--init {tmp_path / 'one' / 'last.pt'}" in then and "--ema 0.9" in then and "--epochs 3" in then
     write_markdown(card, tmp_path / "card.md")
     assert "5 epochs in 2 stages" in open(tmp_path / "card.md").read()
+
+
+def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
+    """The diagnostic moves the gender weights, leaves the age-only heads at their initial values (no age
+    term reaches them), and its checkpoint and card name its loss and its own command."""
+    pytest.importorskip("PIL")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
+        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    from training.card import describe_stage, train_command
+    from training.gender_ceiling import LOSS, main
+
+    out = tmp_path / "ceiling"
+    main(["--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1",
+          "--batch-size", "3", "--epochs", "2", "--no-progress", "--out", str(out)])
+    state = torch.load(out / "last.pt", weights_only=False)
+    torch.manual_seed(0)                                 # the run's seed: the same initial weights
+    initial = AgeGenderNet().state_dict()
+    for name in ("age_virtual.fc.weight", "top_head.fc_age.weight", "top_head.fc_age.bias"):
+        assert torch.equal(state["model"][name], initial[name]), f"{name} moved without an age term"
+    for name in ("gender_virtual.fc.weight", "top_head.fc_gender.weight", "stem_fine.conv1.weight"):
+        assert not torch.equal(state["model"][name], initial[name]), f"{name} did not train"
+    assert state["args"]["loss"] == LOSS
+    assert train_command(state["args"], str(out)).startswith("python -m training.gender_ceiling ")
+    assert LOSS in describe_stage(state["args"])
 
 
 def test_utkface_folder_when_present():

@@ -18,16 +18,12 @@ def _data_args(p):
     p.add_argument("--threads", type=int, default=os.cpu_count())
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m training")
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on UTKFace with the paper's loss")
-    _data_args(t)
+def _train_args(t, out="runs/utkface"):
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=4e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--out", default="runs/utkface")
+    t.add_argument("--out", default=out)
     t.add_argument("--init", help="start from this checkpoint's weights (a second stage with its own schedule)")
     t.add_argument("--ema", type=float, default=0.0,
                    help="evaluate and export an exponential moving average of the weights with this decay per step "
@@ -35,6 +31,14 @@ def main(argv=None):
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--stop-after", type=int, default=0, help="stop after this epoch (resume later)")
     t.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train on UTKFace with the paper's loss")
+    _data_args(t)
+    _train_args(t)
     e = sub.add_parser("evaluate", help="metrics per head and for the ensemble on the holdout split")
     _data_args(e)
     e.add_argument("model", help="an ONNX file (run by refimpl) or a checkpoint .pt")

@@ -28,7 +28,8 @@ def training_stages(run_dir):
 
 
 def train_command(args, out):
-    command = (f"python -m training train --epochs {args['epochs']} --batch-size {args['batch_size']} "
+    program = "python -m training.gender_ceiling" if args.get("loss") else "python -m training train"
+    command = (f"{program} --epochs {args['epochs']} --batch-size {args['batch_size']} "
                f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
                f"--val-fraction {args['val_fraction']}")
     if args.get("threads"):             # torch's CPU kernels may sum in another order with another thread count
@@ -54,6 +55,8 @@ def reproduce_commands(stages):
 def describe_stage(args):
     text = (f"{args['epochs']} epochs, batch {args['batch_size']}, AdamW with a one-cycle learning rate "
             f"(peak {args['lr']}, weight decay {args['weight_decay']})")
+    if args.get("loss"):
+        text += f", loss: {args['loss']}"
     if args.get("init"):
         text += ", starting from the previous stage's weights"
     if args.get("ema"):
@@ -80,7 +83,7 @@ def make_card(run_dir, eval_json, baseline_json):
         "training": {"stages": [describe_stage(args) for _, args, _ in stages],
                      "epochs": sum(args["epochs"] for _, args, _ in stages),
                      "seed": last_args["seed"], "val_fraction": last_args["val_fraction"],
-                     "loss": "paper formula (3)",
+                     "loss": next((a["loss"] for _, a, _ in stages if a.get("loss")), "paper formula (3)"),
                      "augmentation": "flip, shift +-6%, scale +-8%, rotation +-8 deg, brightness/contrast/"
                                      "saturation +-20%",
                      "epoch_seconds_median": seconds[len(seconds) // 2],

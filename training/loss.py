@@ -8,6 +8,12 @@ HEAD_WEIGHTS = {"final": 1.0, "virtual": 0.3, "low": 0.5}
 HEADS = ("final", "virtual", "low")
 
 
+def head_terms(out, age, male, head):
+    """(BCE of the head's gender logit, MAE of its age in years), each averaged over the batch."""
+    return (F.binary_cross_entropy_with_logits(out[f"gender_{head}_logit"][:, 0], male),
+            F.l1_loss(out[f"age_{head}"][:, 0], age))
+
+
 def paper_loss(out, age, male):
     """sum over heads h of weight_h * (BCE(gender_h, male) + MAE(age_h, age)).
 
@@ -15,10 +21,20 @@ def paper_loss(out, age, male):
     Returns (total, {head: its unweighted loss}) ."""
     total, parts = 0.0, {}
     for head, weight in HEAD_WEIGHTS.items():
-        bce = F.binary_cross_entropy_with_logits(out[f"gender_{head}_logit"][:, 0], male)
-        mae = F.l1_loss(out[f"age_{head}"][:, 0], age)
+        bce, mae = head_terms(out, age, male, head)
         parts[head] = float((bce + mae).detach())
         total = total + weight * (bce + mae)
+    return total, parts
+
+
+def gender_terms_only(out, age, male):
+    """Formula (3) without its age terms. Only for the diagnostic in training.gender_ceiling: never the loss of
+    a model that ships."""
+    total, parts = 0.0, {}
+    for head, weight in HEAD_WEIGHTS.items():
+        bce, _ = head_terms(out, age, male, head)
+        parts[head] = float(bce.detach())
+        total = total + weight * bce
     return total, parts
 
 

@@ -33,7 +33,8 @@ def load_dataset(args):
     return samples, images, train_idx, val_idx
 
 
-def train(args, log=print):
+def train(args, log=print, loss_fn=paper_loss):
+    """loss_fn: formula (3); training.gender_ceiling passes its gender terms alone."""
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -81,7 +82,7 @@ def train(args, log=print):
             batch = np.sort(order[step * args.batch_size:(step + 1) * args.batch_size])
             x = augment(torch.from_numpy(np.asarray(images[batch])), generator)
             out = model(x.contiguous(memory_format=torch.channels_last), logits=True)
-            loss, _ = paper_loss(out, torch.from_numpy(ages[batch]), torch.from_numpy(males[batch]))
+            loss, _ = loss_fn(out, torch.from_numpy(ages[batch]), torch.from_numpy(males[batch]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
