@@ -266,6 +266,17 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     assert LOSS in describe_stage(state["args"])
 
 
+def test_gradient_norms_separate_what_each_task_reaches():
+    """A head that only one task uses gets no gradient from the other; a shared block gets both."""
+    from training.gender_ceiling import gradient_norms
+
+    norms = gradient_norms(randomized_module(5), torch.rand(6, 3, 64, 64),
+                           torch.tensor([20.0, 35, 50, 8, 70, 41]), torch.tensor([1.0, 0, 1, 0, 0, 1]))
+    assert norms["gender_virtual"][0] == 0 and norms["gender_virtual"][1] > 0
+    assert norms["age_virtual"][1] == 0 and norms["age_virtual"][0] > 0
+    assert all(a > 0 and g > 0 for a, g in (norms["stem_fine"], norms["top"], norms["low_head"]))
+
+
 def test_utkface_folder_when_present():
     folder = utkface_dir()
     if not os.path.isdir(folder):

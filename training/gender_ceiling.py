@@ -5,25 +5,77 @@ checkpoints and log) on the gender terms of formula (3) alone. Its age outputs s
 is a measurement, not a model to ship. Compare its log with a paper-loss run of the same settings:
 
     python -m training.gender_ceiling --epochs 28 --threads 1 --out runs/gender-ceiling
+
+`--gradients CHECKPOINT` shows why the paper's loss trades gender for age: per block of that checkpoint's
+network, the size of the gradient of formula (3)'s age terms and of its gender terms on one training batch.
+
+    python -m training.gender_ceiling --gradients runs/utkface/last.pt
 """
 import argparse
 import os
 import sys
 
+import numpy as np
+import torch
+
 from .__main__ import _data_args, _train_args
-from .loss import gender_terms_only
-from .train import train
+from .loss import HEAD_WEIGHTS, gender_terms_only, head_terms
+from .model import AgeGenderNet
+from .train import load_dataset, train
 
 LOSS = "gender terms of formula (3) only (diagnostic)"
+
+
+def gradient_norms(model, images, age, male):
+    """{block or head: (|gradient of the age terms|, |gradient of the gender terms|)} over its weights, for one
+    batch in training mode; both sets of terms weighted by formula (3)'s head weights."""
+    model.train()
+    out = model(images, logits=True)
+    age_terms = sum(weight * head_terms(out, age, male, head)[1] for head, weight in HEAD_WEIGHTS.items())
+    gender_terms = gender_terms_only(out, age, male)[0]
+    norms = {}
+    for name, module in model.named_children():
+        params = list(module.parameters())
+        if not params:
+            continue
+        pair = []
+        for terms in (age_terms, gender_terms):
+            grads = torch.autograd.grad(terms, params, retain_graph=True, allow_unused=True)
+            pair.append(float(sum((g.double() ** 2).sum() for g in grads if g is not None) ** 0.5))
+        norms[name] = tuple(pair)
+    return norms
+
+
+def print_gradient_norms(args, batch=256):
+    torch.set_num_threads(args.threads)
+    samples, images, train_idx, _ = load_dataset(args)
+    pick = np.sort(np.random.default_rng(args.seed).choice(train_idx, min(batch, len(train_idx)), replace=False))
+    model = AgeGenderNet()
+    model.load_state_dict(torch.load(args.gradients, weights_only=False)["model"])
+    norms = gradient_norms(model, torch.from_numpy(np.asarray(images[pick])),
+                           torch.tensor(np.asarray(samples.ages, np.float32)[pick]),
+                           torch.tensor(np.asarray(samples.males, np.float32)[pick]))
+    print(f"{args.gradients}: gradient norms of formula (3)'s terms on {len(pick)} training images (no augmentation)")
+    print(f"{'block':<16}{'age terms':>12}{'gender terms':>14}{'ratio':>8}")
+    for name, (age_norm, gender_norm) in norms.items():
+        ratio = f"{age_norm / gender_norm:8.1f}" if gender_norm else f"{'-':>8}"
+        print(f"{name:<16}{age_norm:12.4f}{gender_norm:14.4f}{ratio}")
+    return norms
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.gender_ceiling", description=__doc__.split("\n")[0])
     _data_args(parser)
     _train_args(parser, out="runs/gender-ceiling")
+    parser.add_argument("--gradients", metavar="CHECKPOINT",
+                        help="only print, per block, the gradient norms of the age and the gender terms")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.data):
         sys.exit(f"error: data folder {args.data} not found (expected UTKFace chips; set --data)")
+    if args.gradients:
+        if not os.path.isfile(args.gradients):
+            sys.exit(f"error: checkpoint {args.gradients} not found (expected a last.pt of python -m training train)")
+        return print_gradient_norms(args)
     args.loss = LOSS                     # stored with the checkpoint's args, so a card can't mistake it
     return train(args, loss_fn=gender_terms_only)
 
