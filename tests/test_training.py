@@ -117,6 +117,16 @@ def write_chip(path, value=128, size=40):
     Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
 
 
+def eight_chips(tmp_path):
+    """A UTKFace-style folder of eight flat-coloured chips, men and women from 8 to 71."""
+    pytest.importorskip("PIL")
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
+        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    return folder
+
+
 def test_utkface_loader_skips_and_counts_malformed(tmp_path):
     for name in ["25_0_2_20170116174525125.jpg.chip.jpg", "39_1_20170116174525125.jpg.chip.jpg",
                  "7_1_0_20170109.jpg", "abc_1_0_2017.jpg.chip.jpg", "30_5_0_20170101.jpg.chip.jpg", "notes.txt"]:
@@ -173,11 +183,7 @@ def test_training_preprocessing_is_refimpl_preprocess(tmp_path):
 
 def test_smoke_training_and_export_round_trip(tmp_path):
     """A few steps on a handful of generated chips, then export, then refimpl and ORT agree with the module."""
-    pytest.importorskip("PIL")
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
-        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    folder = eight_chips(tmp_path)
     from training.__main__ import main
 
     out = tmp_path / "run"
@@ -202,11 +208,7 @@ def test_smoke_training_and_export_round_trip(tmp_path):
 def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_both_stages(tmp_path):
     """--init starts from another run, --ema exports an average of the weights; a stopped and resumed second
     stage ends with the same weights as an uninterrupted one, and the model card reproduces both stages."""
-    pytest.importorskip("PIL")
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
-        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    folder = eight_chips(tmp_path)
     from training.__main__ import main
     from training.card import make_card, write_markdown
 
@@ -243,11 +245,7 @@ def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_bot
 def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     """The diagnostic moves the gender weights, leaves the age-only heads at their initial values (no age
     term reaches them), and its checkpoint and card name its loss and its own command."""
-    pytest.importorskip("PIL")
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1)]):
-        write_chip(folder / f"{age}_{gender}_0_2017010{i}.jpg.chip.jpg", value=20 + 25 * i)
+    folder = eight_chips(tmp_path)
     from training.card import describe_stage, train_command
     from training.gender_ceiling import LOSS, main
 
