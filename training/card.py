@@ -83,7 +83,8 @@ def make_card(run_dir, eval_json, baseline_json):
         "training": {"stages": [describe_stage(args) for _, args, _ in stages],
                      "epochs": sum(args["epochs"] for _, args, _ in stages),
                      "seed": last_args["seed"], "val_fraction": last_args["val_fraction"],
-                     "loss": next((a["loss"] for _, a, _ in stages if a.get("loss")), "paper formula (3)"),
+                     "loss": "paper formula (3)" + ("" if not any(a.get("loss") for _, a, _ in stages) else
+                                                   ", except in the stages that name another loss"),
                      "augmentation": "flip, shift +-6%, scale +-8%, rotation +-8 deg, brightness/contrast/"
                                      "saturation +-20%",
                      "epoch_seconds_median": seconds[len(seconds) // 2],
