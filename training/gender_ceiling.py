@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .__main__ import _data_args, _train_args
-from .loss import HEAD_WEIGHTS, gender_terms_only, head_terms
+from .loss import gender_terms_only, weighted_sum
 from .model import AgeGenderNet
 from .train import load_dataset, train
 
@@ -31,7 +31,7 @@ def gradient_norms(model, images, age, male):
     batch in training mode; both sets of terms weighted by formula (3)'s head weights."""
     model.train()
     out = model(images, logits=True)
-    age_terms = sum(weight * head_terms(out, age, male, head)[1] for head, weight in HEAD_WEIGHTS.items())
+    age_terms = weighted_sum(out, age, male, lambda bce, mae: mae)[0]
     gender_terms = gender_terms_only(out, age, male)[0]
     norms = {}
     for name, module in model.named_children():

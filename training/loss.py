@@ -14,28 +14,28 @@ def head_terms(out, age, male, head):
             F.l1_loss(out[f"age_{head}"][:, 0], age))
 
 
+def weighted_sum(out, age, male, term):
+    """sum over heads h of weight_h * term(BCE_h, MAE_h); returns (total, {head: its unweighted term})."""
+    total, parts = 0.0, {}
+    for head, weight in HEAD_WEIGHTS.items():
+        value = term(*head_terms(out, age, male, head))
+        parts[head] = float(value.detach())
+        total = total + weight * value
+    return total, parts
+
+
 def paper_loss(out, age, male):
     """sum over heads h of weight_h * (BCE(gender_h, male) + MAE(age_h, age)).
 
     out: AgeGenderNet(..., logits=True) dict; age: float [N] years; male: float [N] in {0, 1}.
     Returns (total, {head: its unweighted loss}) ."""
-    total, parts = 0.0, {}
-    for head, weight in HEAD_WEIGHTS.items():
-        bce, mae = head_terms(out, age, male, head)
-        parts[head] = float((bce + mae).detach())
-        total = total + weight * (bce + mae)
-    return total, parts
+    return weighted_sum(out, age, male, lambda bce, mae: bce + mae)
 
 
 def gender_terms_only(out, age, male):
     """Formula (3) without its age terms. Only for the diagnostic in training.gender_ceiling: never the loss of
     a model that ships."""
-    total, parts = 0.0, {}
-    for head, weight in HEAD_WEIGHTS.items():
-        bce, _ = head_terms(out, age, male, head)
-        parts[head] = float(bce.detach())
-        total = total + weight * bce
-    return total, parts
+    return weighted_sum(out, age, male, lambda bce, mae: bce)
 
 
 def metrics(age_pred, male_prob, age, male):
