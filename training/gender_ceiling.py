@@ -50,6 +50,7 @@ def print_gradient_norms(args, batch=256):
     torch.set_num_threads(args.threads)
     samples, images, train_idx, _ = load_dataset(args)
     pick = np.sort(np.random.default_rng(args.seed).choice(train_idx, min(batch, len(train_idx)), replace=False))
+    torch.manual_seed(args.seed)        # training mode: dropout draws from torch's generator
     model = AgeGenderNet()
     model.load_state_dict(torch.load(args.gradients, weights_only=False)["model"])
     norms = gradient_norms(model, torch.from_numpy(np.asarray(images[pick])),
