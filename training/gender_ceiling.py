@@ -18,9 +18,9 @@ import sys
 import numpy as np
 import torch
 
-from .__main__ import _data_args, _train_args
 from .loss import gender_terms_only, weighted_sum
 from .model import AgeGenderNet
+from .options import add_data_args, add_train_args, require_data
 from .train import load_dataset, train
 
 LOSS = "gender terms of formula (3) only (diagnostic)"
@@ -66,13 +66,12 @@ def print_gradient_norms(args, batch=256):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training.gender_ceiling", description=__doc__.split("\n")[0])
-    _data_args(parser)
-    _train_args(parser, out="runs/gender-ceiling")
+    add_data_args(parser)
+    add_train_args(parser, out="runs/gender-ceiling")
     parser.add_argument("--gradients", metavar="CHECKPOINT",
                         help="only print, per block, the gradient norms of the age and the gender terms")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.data):
-        sys.exit(f"error: data folder {args.data} not found (expected UTKFace chips; set --data)")
+    require_data(args)
     if args.gradients:
         if not os.path.isfile(args.gradients):
             sys.exit(f"error: checkpoint {args.gradients} not found (expected a last.pt of python -m training train)")
