@@ -204,6 +204,19 @@ def test_smoke_training_and_export_round_trip(tmp_path):
     for name in spec.OUTPUT_NAMES:
         assert_close(name, expected[name].numpy(), model.forward(x)[name], tolerance(name))
 
+    # evaluate runs the exported file with refimpl or with ONNX Runtime: the same metrics either way
+    results = {}
+    for runtime in ("refimpl", "onnxruntime"):
+        main(["evaluate", "--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25",
+              "--threads", "1", str(tmp_path / "smoke.onnx"), "--runtime", runtime,
+              "--json", str(tmp_path / f"{runtime}.json")])
+        results[runtime] = json.load(open(tmp_path / f"{runtime}.json"))
+        assert results[runtime]["runtime"] == runtime and results[runtime]["split"]["n_val"] == 2
+    for head, values in results["refimpl"]["metrics"].items():
+        other = results["onnxruntime"]["metrics"][head]
+        assert values["gender_acc"] == other["gender_acc"], head
+        assert abs(values["mae"] - other["mae"]) < 1e-3, (head, values["mae"], other["mae"])
+
 
 def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_both_stages(tmp_path):
     """--init starts from another run, --ema exports an average of the weights; a stopped and resumed second

@@ -26,17 +26,20 @@ def evaluate(args):
     if args.model.endswith(".onnx") and args.runtime == "onnxruntime":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
         outputs = dict(zip(refimpl.spec.OUTPUT_NAMES,
                            session.run(None, {"image": np.ascontiguousarray(images[val_idx])})))
     elif args.model.endswith(".onnx"):
-        refimpl.load(args.model)                                  # the file is checked either way
         outputs = run_refimpl(refimpl.load(args.model), images[val_idx])
     else:
         torch.set_num_threads(args.threads)
         outputs = predict(module_from_checkpoint(args.model), images[val_idx])
-    return {"model": args.model, "runtime": args.runtime if args.model.endswith(".onnx") else "torch", "split": {"protocol": "holdout", "val_fraction": args.val_fraction,
-                                           "seed": args.seed, "n_val": int(len(val_idx))},
+    runtime = args.runtime if args.model.endswith(".onnx") else "torch"
+    return {"model": args.model, "runtime": runtime,
+            "split": {"protocol": "holdout", "val_fraction": args.val_fraction, "seed": args.seed,
+                      "n_val": int(len(val_idx))},
             "metrics": all_metrics(outputs, ages, males),
             "mae_by_age_group": mae_by_age_group(outputs["age"][:, 0], ages),
             "gender_acc_by_age_group": gender_acc_by_age_group(outputs["gender"][:, 0], males, ages)}
