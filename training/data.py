@@ -1,7 +1,8 @@
 """Face data sets -> (paths, ages, male labels), and their preprocessed image arrays.
 
-Every loader returns a `Samples` (paths, age in years, male in {0, 1}, subject id or
-None). Malformed entries are skipped and counted in one warning, never a crash.
+Every loader returns a `Samples` (paths, age in years, male in {0, 1} or -1 where the data set
+has no gender, subject id or None). Malformed entries are skipped and counted in one warning,
+never a crash. `load(name, path)` picks a loader by the name the commands' --dataset takes.
 Images go through refimpl.preprocess, the function inference uses.
 """
 import csv
@@ -103,12 +104,16 @@ def megaage_asian(root, split="train"):
 
 
 def _csv_rows(path, columns):
-    """Rows of a CSV with a header, as dicts with the requested columns; malformed rows counted."""
+    """Rows of a CSV with a header, as dicts with the requested columns; rows that do not parse, or whose
+    age or gender is out of range, are skipped and counted."""
     rows, skipped, bad = [], 0, []
     with open(path, newline="") as f:
         for i, row in enumerate(csv.DictReader(f)):
             try:
-                rows.append({key: conv(row[col]) for key, (col, conv) in columns.items()})
+                parsed = {key: conv(row[col]) for key, (col, conv) in columns.items()}
+                if not _valid(parsed["age"], parsed["male"]):
+                    raise ValueError("age or gender out of range")
+                rows.append(parsed)
             except (KeyError, TypeError, ValueError):
                 skipped, bad = skipped + 1, bad + [f"line {i + 2}"]
     _warn_skipped(path, skipped, bad)
@@ -129,8 +134,7 @@ def morph2(csv_path, image_root=None):
     out = Samples()
     for row in _csv_rows(csv_path, {"subject": ("id_num", str), "path": ("photo", str),
                                     "age": ("age", float), "male": ("gender", _gender)}):
-        if _valid(row["age"], row["male"]):
-            out.add(os.path.join(root, row["path"]), row["age"], row["male"], row["subject"])
+        out.add(os.path.join(root, row["path"]), row["age"], row["male"], row["subject"])
     return out
 
 
@@ -139,9 +143,26 @@ def generic_csv(csv_path):
     root = os.path.dirname(csv_path)
     out = Samples()
     for row in _csv_rows(csv_path, {"path": ("path", str), "age": ("age", float), "male": ("gender", _gender)}):
-        if _valid(row["age"], row["male"]):
-            out.add(os.path.join(root, row["path"]), row["age"], row["male"])
+        out.add(os.path.join(root, row["path"]), row["age"], row["male"])
     return out
+
+
+# --dataset name -> (loader, what its path is)
+LOADERS = {
+    "utkface": (utkface, "a folder of UTKFace chips"),
+    "fgnet": (fgnet, "the FG-NET images folder"),
+    "megaage": (megaage_asian, "the MegaAge-Asian root (list/, train/); its train list"),
+    "megaage-test": (lambda root: megaage_asian(root, "test"), "the MegaAge-Asian root (list/, test/); its test list"),
+    "morph2": (morph2, "the MORPH-II CSV (id_num, photo, age, gender)"),
+    "csv": (generic_csv, "a CSV with columns path, age, gender"),
+}
+
+
+def load(name, path):
+    """The Samples of data set `name` (a key of LOADERS) at `path`."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(LOADERS)}")
+    return LOADERS[name][0](path)
 
 
 def read_image(path):

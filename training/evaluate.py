@@ -6,6 +6,7 @@ import refimpl
 
 from .loss import all_metrics, gender_acc_by_age_group, mae_by_age_group
 from .model import AgeGenderNet
+from .splits import describe
 from .train import load_dataset, predict
 
 
@@ -38,8 +39,7 @@ def evaluate(args):
         outputs = predict(module_from_checkpoint(args.model), images[val_idx])
     runtime = args.runtime if args.model.endswith(".onnx") else "torch"
     return {"model": args.model, "runtime": runtime,
-            "split": {"protocol": "holdout", "val_fraction": args.val_fraction, "seed": args.seed,
-                      "n_val": int(len(val_idx))},
+            "split": describe(args, len(val_idx)),
             "metrics": all_metrics(outputs, ages, males),
             "mae_by_age_group": mae_by_age_group(outputs["age"][:, 0], ages),
             "gender_acc_by_age_group": gender_acc_by_age_group(outputs["gender"][:, 0], males, ages)}

@@ -9,9 +9,14 @@ HEADS = ("final", "virtual", "low")
 
 
 def head_terms(out, age, male, head):
-    """(BCE of the head's gender logit, MAE of its age in years), each averaged over the batch."""
-    return (F.binary_cross_entropy_with_logits(out[f"gender_{head}_logit"][:, 0], male),
-            F.l1_loss(out[f"age_{head}"][:, 0], age))
+    """(BCE of the head's gender logit, MAE of its age in years), each averaged over the batch.
+
+    male = -1 marks an image without a gender label (FG-NET, MegaAge-Asian): the BCE averages over the
+    labelled images only, and is 0 for a batch without any."""
+    logit, known = out[f"gender_{head}_logit"][:, 0], male >= 0
+    bce = (F.binary_cross_entropy_with_logits(logit[known], male[known]) if bool(known.any())
+           else logit.sum() * 0.0)
+    return bce, F.l1_loss(out[f"age_{head}"][:, 0], age)
 
 
 def weighted_sum(out, age, male, term):
@@ -38,12 +43,21 @@ def gender_terms_only(out, age, male):
     return weighted_sum(out, age, male, lambda bce, mae: bce)
 
 
+def gender_correct(male_prob, male):
+    """(correct [M] bool, mask [N] of the images with a gender label): male = -1 means unlabelled."""
+    male = np.asarray(male)
+    known = male >= 0
+    return (np.asarray(male_prob)[known] >= 0.5) == (male[known] >= 0.5), known
+
+
 def metrics(age_pred, male_prob, age, male):
-    """MAE in years, CA(3) and CA(5) (share of ages within 3 and 5 years), gender accuracy; numpy inputs [N]."""
+    """MAE in years, CA(3) and CA(5) (share of ages within 3 and 5 years), gender accuracy over the images with a
+    gender label (None where none has one, n_gender of them); numpy inputs [N]."""
     err = np.abs(np.asarray(age_pred, dtype=np.float64) - age)
-    correct = (np.asarray(male_prob) >= 0.5) == (np.asarray(male) >= 0.5)
+    correct, _ = gender_correct(male_prob, male)
     return {"mae": float(err.mean()), "ca3": float((err <= 3).mean()), "ca5": float((err <= 5).mean()),
-            "gender_acc": float(correct.mean()), "n": int(len(err))}
+            "gender_acc": float(correct.mean()) if len(correct) else None, "n": int(len(err)),
+            "n_gender": int(len(correct))}
 
 
 def all_metrics(outputs, age, male):
@@ -73,5 +87,7 @@ def mae_by_age_group(age_pred, age):
 
 
 def gender_acc_by_age_group(male_prob, male, age):
-    """{"0-9": [gender accuracy, count], ...} by true age (a child's gender is the hard case)."""
-    return by_age_group((np.asarray(male_prob) >= 0.5) == (np.asarray(male) >= 0.5), age)
+    """{"0-9": [gender accuracy, count], ...} by true age over the labelled images (a child's gender is the
+    hard case)."""
+    correct, known = gender_correct(male_prob, male)
+    return by_age_group(correct, np.asarray(age)[known])

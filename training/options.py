@@ -8,10 +8,21 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "agegender-kit")
 
 
 def add_data_args(p):
-    """Where the chips are and how they are split: every command that reads UTKFace takes these."""
-    p.add_argument("--data", default=DEFAULT_DATA, help="UTKFace folder (env AGEGENDER_UTKFACE)")
+    """Which images and how they are split: every command that reads a data set takes these."""
+    from .data import LOADERS
+    from .splits import PROTOCOLS
+
+    p.add_argument("--dataset", choices=list(LOADERS), default="utkface",
+                   help="; ".join(f"{name}: --data is {what}" for name, (_, what) in LOADERS.items()))
+    p.add_argument("--data", help=f"the data set's folder or CSV (default for utkface: {DEFAULT_DATA}, "
+                                  "or the env AGEGENDER_UTKFACE)")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where preprocessed arrays are cached (not the repo)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="holdout",
+                   help="holdout: a seeded --val-fraction; kfold: fold --fold of --folds; lopo: leave one person "
+                        "out, --fold picks the person (fgnet, morph2); all: every image validates (evaluate only)")
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--folds", type=int, default=5, help="k of kfold")
+    p.add_argument("--fold", type=int, default=0, help="which kfold fold or lopo person (0-based) validates")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only this many images (smoke runs)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -34,6 +45,14 @@ def add_train_args(p, out="runs/utkface"):
 
 
 def require_data(args):
-    """Exit with one line when the data folder is missing (a fresh machine has no dataset)."""
-    if not os.path.isdir(args.data):
-        sys.exit(f"error: data folder {args.data} not found (expected UTKFace chips; set --data)")
+    """Fill in --data's default and exit with one line when it is missing (a fresh machine has no data set)."""
+    from .data import LOADERS
+
+    if args.data is None:
+        if args.dataset != "utkface":
+            sys.exit(f"error: --dataset {args.dataset} needs --data: {LOADERS[args.dataset][1]}")
+        args.data = DEFAULT_DATA
+    is_file = args.dataset in ("morph2", "csv")
+    if not (os.path.isfile(args.data) if is_file else os.path.isdir(args.data)):
+        sys.exit(f"error: {'file' if is_file else 'folder'} {args.data} not found "
+                 f"(--dataset {args.dataset} expects {LOADERS[args.dataset][1]}; set --data)")

@@ -25,12 +25,9 @@ def predict(model, images, batch_size=512):
 
 
 def load_dataset(args):
-    samples = data.utkface(args.data)
-    if args.limit:
-        samples = samples.subset(range(0, len(samples), max(1, len(samples) // args.limit))[: args.limit])
-    images = data.preprocess_all(samples.paths, args.cache)
-    train_idx, val_idx = splits.holdout(len(samples), args.val_fraction, args.seed)
-    return samples, images, train_idx, val_idx
+    """split_samples plus the preprocessed images (read after the split: a wrong --fold fails at once)."""
+    samples, train_idx, val_idx = splits.split_samples(args)
+    return samples, data.preprocess_all(samples.paths, args.cache), train_idx, val_idx
 
 
 def train(args, log=print, loss_fn=paper_loss):
@@ -38,10 +35,13 @@ def train(args, log=print, loss_fn=paper_loss):
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
+    if args.protocol == "all":
+        raise SystemExit("error: --protocol all validates on every image and leaves none to train on "
+                         "(use it with evaluate; train with holdout, kfold or lopo)")
     samples, images, train_idx, val_idx = load_dataset(args)
     ages, males = np.asarray(samples.ages, np.float32), np.asarray(samples.males, np.float32)
     log(f"data: {len(samples)} images, train {len(train_idx)}, validation {len(val_idx)} "
-        f"(holdout, fraction {args.val_fraction}, seed {args.seed})")
+        f"({', '.join(f'{k} {v}' for k, v in splits.describe(args, len(val_idx)).items() if k != 'n_val')})")
     model = AgeGenderNet().to(memory_format=torch.channels_last)
     if args.init:                       # a second stage: start from another run's weights, with a new schedule
         model.load_state_dict(torch.load(args.init, weights_only=False)["model"])
@@ -97,8 +97,9 @@ def train(args, log=print, loss_fn=paper_loss):
                   "seconds": round(time.time() - started, 1), "val": val}
         with open(os.path.join(args.out, "log.jsonl"), "a") as f:
             f.write(json.dumps(record) + "\n")
+        gender = val["ensemble"]["gender_acc"]
         log(f"epoch {epoch + 1}: loss {record['loss']:.3f}, val MAE {val['ensemble']['mae']:.2f} "
-            f"gender {val['ensemble']['gender_acc']:.3f} ({record['seconds']} s)")
+            f"gender {'-' if gender is None else f'{gender:.3f}'} ({record['seconds']} s)")
         state = {"model": evaluated.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args), "rng": torch.get_rng_state()}
         if averaged is not None:        # "model" is what evaluate and export read; resume needs the raw weights too
