@@ -141,6 +141,8 @@ def test_select_runs_each_protocol_and_names_what_is_wrong():
         splits.select("lopo", people)
     with pytest.raises(ValueError, match="no usable images"):
         splits.select("holdout", data.Samples())
+    with pytest.raises(ValueError, match="leaves 5 to train on and 0 to validate"):
+        splits.select("holdout", people, val_fraction=0.05)
 
 
 def test_leave_one_person_out_on_fgnet_then_pooled(tmp_path, capsys):
@@ -174,6 +176,8 @@ def test_leave_one_person_out_on_fgnet_then_pooled(tmp_path, capsys):
         main(["crossval", str(tmp_path / "fold0"), str(tmp_path / "fold0")])
     with pytest.raises(SystemExit, match="between 0 and 2 for lopo"):
         main(["train", *common, "--fold", "3", "--out", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit, match="trained on another split"):     # fold 0's run resumed as fold 2
+        main(["train", *common, "--fold", "2", "--out", str(tmp_path / "fold0"), "--resume"])
     with pytest.raises(SystemExit, match="leaves none to train on"):
         main(["train", *source, "--protocol", "all", "--out", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="--dataset fgnet needs --data"):

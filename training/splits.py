@@ -37,7 +37,11 @@ def select(protocol, samples, val_fraction=0.1, seed=0, folds=5, fold=0):
     if protocol == "holdout":
         if not 0 < val_fraction < 1:
             raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-        return holdout(n, val_fraction, seed)
+        train, val = holdout(n, val_fraction, seed)
+        if not len(train) or not len(val):
+            raise ValueError(f"a holdout fraction of {val_fraction} of {n} images leaves "
+                             f"{len(train)} to train on and {len(val)} to validate; both need at least one")
+        return train, val
     if protocol == "all":
         return np.array([], dtype=np.int64), np.arange(n)
     if protocol == "kfold":
