@@ -9,6 +9,8 @@ import os
 
 from refimpl import spec
 
+from .splits import describe, stored_args
+
 DATA = ("UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set in "
         "../shared/datasets/UTKFace: 19,009 files, 19,008 with parseable labels")
 LICENSE = "UTKFace is for non-commercial research purposes only; these weights inherit that restriction"
@@ -32,10 +34,12 @@ def train_command(args, out):
     command = (f"{program} --epochs {args['epochs']} --batch-size {args['batch_size']} "
                f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
                f"--val-fraction {args['val_fraction']}")
-    if args.get("dataset", "utkface") != "utkface":
-        command += f" --dataset {args['dataset']} --data {args['data']}"
-    if args.get("protocol", "holdout") != "holdout":
-        command += f" --protocol {args['protocol']} --folds {args['folds']} --fold {args['fold']}"
+    split = describe(stored_args(args), 0)
+    if split["dataset"] != "utkface":
+        command += f" --dataset {split['dataset']} --data {args['data']}"
+    if split["protocol"] != "holdout":
+        command += f" --protocol {split['protocol']}" + "".join(f" --{key} {split[key]}" for key in ("folds", "fold")
+                                                              if key in split)
     if args.get("threads"):             # torch's CPU kernels may sum in another order with another thread count
         command += f" --threads {args['threads']}"
     if args.get("init"):

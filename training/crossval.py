@@ -8,6 +8,8 @@ FG-NET's leave-one-person-out MAE is usually reported.
 import json
 import os
 
+from .splits import describe, stored_args
+
 KEYS = ("mae", "ca3", "ca5", "gender_acc")
 
 
@@ -46,16 +48,17 @@ def pool(folds):
 
 def summarize(run_dirs):
     folds = [last_record(d) for d in run_dirs]
-    described = {(a.get("dataset", "utkface"), a.get("protocol", "holdout"), a.get("folds"), a.get("seed"))
-                 for a, _ in folds}
-    if len(described) > 1:
-        raise SystemExit(f"error: the runs use different data sets or protocols: {sorted(map(str, described))}")
-    dataset, protocol, k, seed = described.pop()
-    fold_ids = sorted(a.get("fold", 0) for a, _ in folds)
+    runs = [stored_args(args) for args, _ in folds]
+    # every run must share the split but for its fold
+    shared = {json.dumps({k: v for k, v in describe(run, 0).items() if k != "fold"}, sort_keys=True) for run in runs}
+    if len(shared) > 1:
+        raise SystemExit(f"error: the runs use different data sets or protocols: {sorted(shared)}")
+    fold_ids = sorted(run.fold for run in runs)
     if len(set(fold_ids)) < len(fold_ids):
         raise SystemExit(f"error: a fold appears twice among the runs (folds {fold_ids})")
-    return {"dataset": dataset, "protocol": protocol, "folds": fold_ids, "seed": seed,
-            "k": k if protocol == "kfold" else None, "metrics": pool(folds)}
+    first = runs[0]
+    return {"dataset": first.dataset, "protocol": first.protocol, "folds": fold_ids, "seed": first.seed,
+            "k": first.folds if first.protocol == "kfold" else None, "metrics": pool(folds)}
 
 
 def format_table(summary):

@@ -147,14 +147,15 @@ def generic_csv(csv_path):
     return out
 
 
-# --dataset name -> (loader, what its path is)
+# --dataset name -> (loader, what its --data path is, whether that path is a file rather than a folder)
 LOADERS = {
-    "utkface": (utkface, "a folder of UTKFace chips"),
-    "fgnet": (fgnet, "the FG-NET images folder"),
-    "megaage": (megaage_asian, "the MegaAge-Asian root (list/, train/); its train list"),
-    "megaage-test": (lambda root: megaage_asian(root, "test"), "the MegaAge-Asian root (list/, test/); its test list"),
-    "morph2": (morph2, "the MORPH-II CSV (id_num, photo, age, gender)"),
-    "csv": (generic_csv, "a CSV with columns path, age, gender"),
+    "utkface": (utkface, "a folder of UTKFace chips", False),
+    "fgnet": (fgnet, "the FG-NET images folder", False),
+    "megaage": (megaage_asian, "the MegaAge-Asian root (list/, train/); its train list", False),
+    "megaage-test": (lambda root: megaage_asian(root, "test"), "the MegaAge-Asian root (list/, test/); its test list",
+                     False),
+    "morph2": (morph2, "the MORPH-II CSV (id_num, photo, age, gender)", True),
+    "csv": (generic_csv, "a CSV with columns path, age, gender", True),
 }
 
 

@@ -13,7 +13,7 @@ def add_data_args(p):
     from .splits import PROTOCOLS
 
     p.add_argument("--dataset", choices=list(LOADERS), default="utkface",
-                   help="; ".join(f"{name}: --data is {what}" for name, (_, what) in LOADERS.items()))
+                   help="; ".join(f"{name}: --data is {what}" for name, (_, what, _) in LOADERS.items()))
     p.add_argument("--data", help=f"the data set's folder or CSV (default for utkface: {DEFAULT_DATA}, "
                                   "or the env AGEGENDER_UTKFACE)")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where preprocessed arrays are cached (not the repo)")
@@ -48,11 +48,11 @@ def require_data(args):
     """Fill in --data's default and exit with one line when it is missing (a fresh machine has no data set)."""
     from .data import LOADERS
 
+    _, what, is_file = LOADERS[args.dataset]
     if args.data is None:
         if args.dataset != "utkface":
-            sys.exit(f"error: --dataset {args.dataset} needs --data: {LOADERS[args.dataset][1]}")
+            sys.exit(f"error: --dataset {args.dataset} needs --data: {what}")
         args.data = DEFAULT_DATA
-    is_file = args.dataset in ("morph2", "csv")
     if not (os.path.isfile(args.data) if is_file else os.path.isdir(args.data)):
         sys.exit(f"error: {'file' if is_file else 'folder'} {args.data} not found "
-                 f"(--dataset {args.dataset} expects {LOADERS[args.dataset][1]}; set --data)")
+                 f"(--dataset {args.dataset} expects {what}; set --data)")

@@ -1,4 +1,6 @@
 """Evaluation protocols: a seeded holdout split, k-fold, and leave-one-person-out (FG-NET)."""
+import argparse
+
 import numpy as np
 
 from . import data
@@ -58,6 +60,15 @@ def select(protocol, samples, val_fraction=0.1, seed=0, folds=5, fold=0):
     if not 0 <= fold < len(runs):
         raise ValueError(f"--fold must be between 0 and {len(runs) - 1} for {protocol} ({len(runs)} runs), got {fold}")
     return runs[fold]
+
+
+# the split options' values in checkpoints of runs that predate them
+STORED_DEFAULTS = {"dataset": "utkface", "protocol": "holdout", "folds": 5, "fold": 0}
+
+
+def stored_args(args):
+    """A checkpoint's stored args (a dict) as a namespace, with the split options older runs lack filled in."""
+    return argparse.Namespace(**{**STORED_DEFAULTS, **args})
 
 
 def describe(args, n_val):

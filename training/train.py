@@ -1,5 +1,4 @@
 """Training loop: fixed seeds, checkpoints every epoch, resume, one JSON line of metrics per epoch."""
-import argparse
 import json
 import os
 import time
@@ -29,10 +28,6 @@ def load_dataset(args):
     """split_samples plus the preprocessed images (read after the split: a wrong --fold fails at once)."""
     samples, train_idx, val_idx = splits.split_samples(args)
     return samples, data.preprocess_all(samples.paths, args.cache), train_idx, val_idx
-
-
-# the values of the split options in checkpoints of runs that predate them
-SPLIT_DEFAULTS = {"dataset": "utkface", "protocol": "holdout", "folds": 5, "fold": 0}
 
 
 def train(args, log=print, loss_fn=paper_loss):
@@ -65,7 +60,7 @@ def train(args, log=print, loss_fn=paper_loss):
         if state["args"]["epochs"] != args.epochs:
             raise SystemExit(f"error: {checkpoint} belongs to a {state['args']['epochs']}-epoch run (the learning-rate "
                              f"schedule spans it); resume with --epochs {state['args']['epochs']}")
-        stored = argparse.Namespace(**{**SPLIT_DEFAULTS, **state["args"]})
+        stored = splits.stored_args(state["args"])
         if (splits.describe(stored, 0), stored.limit) != (splits.describe(args, 0), args.limit):
             raise SystemExit(f"error: {checkpoint} was trained on another split ({splits.describe(stored, 0)}, limit "
                              f"{stored.limit}); resume with the run's own --dataset, --protocol and split options, "
