@@ -1,6 +1,4 @@
 """--annotate: a copy of the photo with each face's box and an 'age gender' label (needs pillow)."""
-import os
-
 import numpy as np
 
 
@@ -27,19 +25,3 @@ def annotate(rgb, faces):
         draw.rectangle((left, y, left + text_box[2] - text_box[0] + 2 * width, y + height), fill=colour)
         draw.text((left + width, y + width - (text_box[1] - top)), label, fill=(255, 255, 255), font=font)
     return image
-
-
-def output_path(out_dir, file, root=None):
-    """Where the annotated copy of `file` goes: its path relative to the scanned folder, under out_dir, as PNG."""
-    relative = os.path.relpath(file, root) if root else os.path.basename(file)
-    if relative.startswith(".."):
-        relative = os.path.basename(file)
-    return os.path.join(out_dir, os.path.splitext(relative)[0] + ".png")
-
-
-def save(rgb, faces, out_dir, file, root=None):
-    """Draw and write the annotated copy; returns its path."""
-    path = output_path(out_dir, file, root)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    annotate(rgb, faces).save(path)
-    return path

@@ -7,7 +7,9 @@
     agegender backends                           # what --backend can be here
 
 Exit status: 0 when every file was read (photos without a face included), 1 when
-some files failed (listed on stderr at the end), 2 for usage, weights or setup errors.
+some files failed (listed on stderr at the end), 2 for usage, weights or setup errors
+(ModelFileError, InputError and OSError outside one file's reading: one line, never a traceback).
+File names are printed by output.escape_name; --annotate and --save-chips write as outdir.py says.
 """
 import argparse
 import os
@@ -36,9 +38,15 @@ def build_parser():
     predict.add_argument("--chips", action="store_true",
                          help="each input is an aligned face chip (UTKFace/dlib style): no face detection")
     predict.add_argument("--heads", action="store_true", help="add the three heads' age and gender outputs")
-    predict.add_argument("--annotate", metavar="DIR", help="write a copy of each photo with boxes and labels to DIR")
+    predict.add_argument("--annotate", metavar="DIR",
+                         help="write a copy of each photo with boxes and labels to DIR as PATH.annotated.png, "
+                              "PATH being the photo's path below the folder that holds all inputs")
     predict.add_argument("--save-chips", metavar="DIR",
-                         help="write each face's aligned 200 x 200 chip to DIR as NAME_FACE.png (input for --chips)")
+                         help="write each face's aligned 200 x 200 chip to DIR as PATH.face0.png, PATH.face1.png, "
+                              "... (input for --chips)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace files already in the --annotate and --save-chips folders (default: keep them "
+                              "and say so; an input file is never replaced)")
     predict.add_argument("--backend", default="auto", help="auto (default: fastest available), refimpl, numba, cython")
     predict.add_argument("--threads", type=int, metavar="N",
                          help="threads of a kernels backend (refimpl follows numpy's BLAS: OPENBLAS_NUM_THREADS)")
@@ -67,6 +75,10 @@ def main(argv=None):
         parser.error("--threads must be at least 1")
     if getattr(args, "batch_size", 1) < 1:
         parser.error("--batch-size must be at least 1")
+    if getattr(args, "max_pixels", None) is not None and args.max_pixels < 1:
+        parser.error("--max-pixels must be at least 1 (leave it out for the default, 90 million)")
+    if getattr(args, "chips", False) and args.save_chips:
+        parser.error("--save-chips saves the chips found in photos; with --chips the inputs are chips already")
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -75,6 +87,30 @@ def main(argv=None):
     except BrokenPipeError:                                   # `agegender predict ... | head`
         sys.stderr.close()
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - sorted below: setup errors are one line, the rest a bug
+        if not is_setup_error(exc):
+            raise
+        return error(describe(exc))
+
+
+def is_setup_error(exc):
+    """OSError (a folder, a full disk, a closed pipe), refimpl's ModelFileError and InputError."""
+    if isinstance(exc, OSError):
+        return True
+    refimpl = sys.modules.get("refimpl")
+    return refimpl is not None and isinstance(exc, (refimpl.ModelFileError, refimpl.InputError))
+
+
+def describe(exc):
+    """An exception as the one line after 'agegender: error: '."""
+    from .output import escape_name
+
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{escape_name(exc.filename)}: " if isinstance(exc.filename, (str, bytes)) else ""
+        return f"{where}{exc.strerror}"
+    if isinstance(exc, OSError) and len(exc.args) == 1:      # our own OSErrors carry a whole message
+        return " ".join(str(exc).split())
+    return one_line(exc)
 
 
 def run_backends(args):
@@ -94,11 +130,24 @@ def run_predict(args):
     import refimpl
 
     from .estimator import Estimator
-    from .images import MAX_PIXELS
+    from .images import EXTENSIONS, MAX_PIXELS
+    from .output import escape_name
 
-    inputs, failures = collect_inputs(args.paths)
+    if args.weights is not None and os.path.isdir(args.weights):
+        return error(f"--weights {escape_name(args.weights)}: is a folder; expected an ONNX file (FILE.onnx)")
+    own_outputs = [(kind, folder) for kind, folder in (("annotate", args.annotate), ("chips", args.save_chips))
+                   if folder]
+    inputs, failures, empty = collect_inputs(args.paths, own_outputs)
     if not inputs and not failures:
+        if empty:
+            return error(f"no image files in {', '.join(escape_name(f) for f in empty)} "
+                         f"(searched recursively for {' '.join(EXTENSIONS)})")
         return error("no image files given (PATH arguments, or paths on stdin)")
+    if inputs:
+        try:
+            import PIL.Image  # noqa: F401 - checked once here, not once per file
+        except ImportError:
+            return error("reading image files needs pillow: pip install 'agegender-kit[image]'")
     try:
         estimator = Estimator(args.weights, backend=args.backend, threads=args.threads, batch_size=args.batch_size,
                               min_score=args.min_score)
@@ -108,7 +157,7 @@ def run_predict(args):
         return error(str(exc))
     except DetectorUnavailableError as exc:
         return error(f"{exc} (or pass --chips for aligned face chips)")
-    run = PredictRun(estimator, args, args.max_pixels or MAX_PIXELS)
+    run = PredictRun(estimator, args, MAX_PIXELS if args.max_pixels is None else args.max_pixels, inputs)
     show = args.progress
     if show is None:         # a bar on the terminal, unless table or CSV rows stream to that same terminal
         show = len(inputs) > 1 and sys.stderr.isatty() and (args.format == "json" or not sys.stdout.isatty())
@@ -120,22 +169,34 @@ def run_predict(args):
     failures += run.failures
     if args.format == "json" and run.no_face:
         for file in run.no_face:
-            sys.stderr.write(f"{file}: no face found\n")
+            sys.stderr.write(f"{escape_name(file)}: no face found\n")
+    for what, folder in run.outputs.items():
+        sys.stderr.write(folder.summary(what) + "\n")
     if failures:
         sys.stderr.write(f"agegender: {len(failures)} of {total} files failed:\n")
         for file, message in failures:
-            sys.stderr.write(f"  {file}: {message}\n")
+            sys.stderr.write(f"  {escape_name(file)}: {message}\n")
         return EXIT_SOME_FAILED
     return EXIT_OK
 
 
 class PredictRun:
-    """Reads and detects file by file, runs the network on batches of faces from many files, writes rows in order."""
+    """Reads and detects file by file, runs the network on batches of faces from many files, writes rows in order.
 
-    def __init__(self, estimator, args, max_pixels):
+    With --annotate a photo is drawn as soon as its faces are known: a faceless one at once,
+    one with faces at the network call that follows it, so at most one decoded photo is kept.
+    """
+
+    def __init__(self, estimator, args, max_pixels, inputs=()):
+        from .outdir import OutputFolder, common_root
         from .output import WRITERS
 
         self.estimator, self.args, self.max_pixels = estimator, args, max_pixels
+        self.outputs = {}                            # "--annotate" / "--save-chips" -> OutputFolder
+        root = common_root(inputs) if args.annotate or args.save_chips else None
+        for option, folder in (("--annotate", args.annotate), ("--save-chips", args.save_chips)):
+            if folder:
+                self.outputs[option] = OutputFolder(folder, root, args.overwrite, inputs)
         self.writer = WRITERS[args.format](sys.stdout, heads=args.heads)
         self.pending, self.pending_faces = [], 0     # [(file, root, rgb or None, detections, chips)]
         self.failures, self.no_face = [], []
@@ -157,10 +218,16 @@ class PredictRun:
         except Exception as exc:  # noqa: BLE001 - one bad file never stops a folder run
             self.failures.append((file, f"internal error: {one_line(exc)}"))
             return
-        keep = rgb if self.args.annotate else None
+        keep = None
+        if self.args.annotate:
+            if chips:
+                keep = rgb                            # drawn at the flush just below
+            else:
+                self.annotate(file, rgb, [])         # no face to wait for: its copy now
+        del rgb
         self.pending.append((file, root, keep, detections, chips))
         self.pending_faces += len(chips)
-        if self.pending_faces >= self.estimator.batch_size:
+        if self.pending_faces >= self.estimator.batch_size or keep is not None:
             self.flush()
 
     def flush(self):
@@ -190,61 +257,79 @@ class PredictRun:
                                [d.landmarks if d else None for d in detections], [None] * n)
             self.writer.faces(file, [face_row(file, i, face, self.args.heads) for i, face in enumerate(faces)])
             if self.args.annotate:
-                self.annotate(file, root, rgb, faces)
-            if self.args.save_chips and not self.args.chips:
-                self.save_chips(file, root, file_chips)
+                self.annotate(file, rgb, faces)
+            if self.args.save_chips:
+                self.save_chips(file, file_chips)
         self.pending, self.pending_faces = [], 0
 
-    def save_chips(self, file, root, chips):
+    def save_chips(self, file, chips):
         from PIL import Image
 
-        from . import annotate
+        from .outdir import CHIP_SUFFIX
 
         try:
-            stem = os.path.splitext(annotate.output_path(self.args.save_chips, file, root))[0]
-            os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)
             for i, chip in enumerate(chips):
-                Image.fromarray(chip).save(f"{stem}_{i}.png")
+                self.outputs["--save-chips"].save(file, CHIP_SUFFIX.format(i), Image.fromarray(chip))
         except Exception as exc:  # noqa: BLE001 - that file fails, the run goes on
-            self.failures.append((file, f"saving chips failed: {one_line(exc)}"))
+            self.failures.append((file, f"saving chips failed: {describe(exc)}"))
 
-    def annotate(self, file, root, rgb, faces):
+    def annotate(self, file, rgb, faces):
         from . import annotate
+        from .outdir import ANNOTATED_SUFFIX
 
         try:
-            annotate.save(rgb, faces, self.args.annotate, file, root)
+            self.outputs["--annotate"].save(file, ANNOTATED_SUFFIX, annotate.annotate(rgb, faces))
         except Exception as exc:  # noqa: BLE001 - e.g. an unwritable folder: that file fails, the run goes on
-            self.failures.append((file, f"annotating failed: {one_line(exc)}"))
+            self.failures.append((file, f"annotating failed: {describe(exc)}"))
 
 
-def collect_inputs(paths):
-    """PATH arguments (files, folders, '-' for stdin) -> ([(file, scanned folder or None)], [(path, error)])."""
+def collect_inputs(paths, own_outputs=()):
+    """PATH arguments (files, folders, '-' for stdin) -> ([(file, scanned folder or None)], [(path, error)],
+    [folders without an image]). Folder scans leave out what an earlier run wrote to own_outputs
+    ([(kind, folder)], see outdir.is_own_output), so a rerun into an input folder reads no outputs."""
     from .images import is_image_name
+    from .outdir import is_own_output
+
+    def wanted(path):
+        return is_image_name(path) and not any(is_own_output(kind, path, folder) for kind, folder in own_outputs)
 
     if not paths or paths == ["-"]:
         paths = ["-"] if not sys.stdin.isatty() else []
-    files, failures = [], []
+    files, failures, empty = [], [], []
     for path in paths:
-        if path == "-":
-            for line in sys.stdin:
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    files.extend(_expand(line, is_image_name, failures))
-            continue
-        files.extend(_expand(path, is_image_name, failures))
-    return files, failures
+        for line in (_stdin_lines() if path == "-" else [path]):
+            if line.strip():
+                found = _expand(line, wanted, failures)
+                if not found and os.path.isdir(line):
+                    empty.append(line)
+                files.extend(found)
+    return files, failures, empty
 
 
-def _expand(path, is_image_name, failures):
+def _stdin_lines():
+    """Lines of stdin without their line ends; read as bytes, so a name that is not UTF-8 keeps its bytes."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:                                        # a text stream put there by a caller
+        return (line.rstrip("\r\n") for line in sys.stdin)
+    return (os.fsdecode(line.rstrip(b"\r\n")) for line in binary)
+
+
+def _expand(path, wanted, failures):
     if os.path.isdir(path):
         found = []
         for folder, subfolders, names in os.walk(path, onerror=lambda exc: failures.append(
                 (exc.filename or path, f"cannot read the folder ({exc.strerror})"))):
             subfolders.sort()
-            found += [(os.path.join(folder, n), path) for n in sorted(names) if is_image_name(n)]
+            found += [(os.path.join(folder, n), path) for n in sorted(names) if wanted(os.path.join(folder, n))]
         return found
     if not os.path.exists(path):
-        failures.append((path, "no such file or folder"))
+        stripped = path.strip()
+        hint = ""
+        if stripped != path and os.path.exists(stripped):
+            from .output import escape_name
+
+            hint = f" ('{escape_name(stripped)}', without the spaces around it, exists)"
+        failures.append((path, "no such file or folder" + hint))
         return []
     return [(path, None)]
 
