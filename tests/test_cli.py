@@ -201,3 +201,67 @@ def test_progress_bar():
     assert stream.getvalue().endswith("files [==============================] 3/3\n")
     quiet = io.StringIO()
     assert list(cli.progress(["a", "b"], stream=quiet)) == ["a", "b"] and quiet.getvalue() == ""   # not a terminal
+
+
+def test_setup_errors_name_what_is_wrong(capsys, monkeypatch, chips_dir, tmp_path):
+    """Each is one line on stderr and exit status 2, naming the thing and what was expected."""
+    (tmp_path / "nothing_here" / "sub").mkdir(parents=True)
+    (tmp_path / "nothing_here" / "notes.txt").write_text("no image")
+    for argv, message in [
+        (["predict", "--chips", "--weights", str(tmp_path), str(chips_dir / "a.png")],
+         f"--weights {tmp_path}: is a folder; expected an ONNX file (FILE.onnx)"),
+        (["predict", "--chips", str(tmp_path / "nothing_here")],
+         f"no image files in {tmp_path / 'nothing_here'} (searched recursively for .jpg .jpeg"),
+    ]:
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and err.startswith(f"agegender: error: {message}") and err.count("\n") == 1, err
+    for argv, message in [(["--max-pixels", "0"], "--max-pixels must be at least 1"),
+                          (["--max-pixels", "-5"], "--max-pixels must be at least 1"),
+                          (["--chips", "--save-chips", str(tmp_path / "c")], "with --chips the inputs are chips")]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["predict", *argv, str(chips_dir / "a.png")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_path_with_spaces_around_it_gets_a_hint(capsys, monkeypatch, chips_dir):
+    path = str(chips_dir / "a.png")
+    code, out, err = run(capsys, "predict", "--chips", stdin=f"  {path} \n", monkeypatch=monkeypatch)
+    assert code == 1
+    assert f"  {path} : no such file or folder ('{path}', without the spaces around it, exists)" in err
+
+
+def test_without_pillow_one_line_and_exit_2(capsys, monkeypatch, chips_dir):
+    """A missing dependency is a setup error: said once, before any file, not once per file."""
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    code, out, err = run(capsys, "predict", "--chips", str(chips_dir))
+    assert code == 2
+    assert err == "agegender: error: reading image files needs pillow: pip install 'agegender-kit[image]'\n"
+
+
+@pytest.mark.parametrize("raised", [
+    OSError(28, "No space left on device"),
+    pytest.param("ModelFileError", id="ModelFileError"),
+    pytest.param("InputError", id="InputError")])
+def test_every_command_turns_setup_errors_into_one_line(capsys, monkeypatch, chips_dir, raised):
+    """ModelFileError, InputError and OSError anywhere outside one file's reading: one line, exit 2."""
+    import refimpl
+    from agegender import backends
+
+    if isinstance(raised, str):
+        raised = getattr(refimpl, raised)("weights.onnx: something is wrong with it")
+
+    def fails(*args, **kwargs):
+        raise raised
+    monkeypatch.setattr(backends, "available", fails)
+    code, out, err = run(capsys, "backends")
+    assert code == 2 and err.startswith("agegender: error: ") and err.count("\n") == 1, err
+
+    class FullDisk(io.StringIO):
+        def write(self, text):
+            raise raised
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    code = cli.main(["predict", "--chips", str(chips_dir / "a.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("agegender: error: ") and err.count("\n") == 1, err
+    assert ("No space left on device" if isinstance(raised, OSError) else "something is wrong") in err
