@@ -133,6 +133,7 @@ def run_predict(args):
     from .images import EXTENSIONS, MAX_PIXELS
     from .output import escape_name
 
+    _tolerant(sys.stdout)
     if args.weights is not None and os.path.isdir(args.weights):
         return error(f"--weights {escape_name(args.weights)}: is a folder; expected an ONNX file (FILE.onnx)")
     own_outputs = [(kind, folder) for kind, folder in (("annotate", args.annotate), ("chips", args.save_chips))
@@ -178,6 +179,17 @@ def run_predict(args):
             sys.stderr.write(f"  {escape_name(file)}: {message}\n")
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _tolerant(stream):
+    """On a stream that is not UTF-8 (a latin-1 terminal), what it cannot encode is written as \\uXXXX,
+    not an error that stops the run. UTF-8 streams stay strict: escape_name leaves nothing unencodable."""
+    import codecs
+
+    encoding = getattr(stream, "encoding", None)
+    if encoding and getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure") \
+            and codecs.lookup(encoding).name != "utf-8":
+        stream.reconfigure(errors="backslashreplace")
 
 
 class PredictRun:

@@ -11,7 +11,7 @@ mkdir -p photos && cp astronaut.png photos/ && echo "not an image" > photos/note
 show() { echo "\$ $*"; "$@"; echo "[exit status $?]"; echo; }
 show agegender predict astronaut.png
 show agegender predict --min-score 0.5 --save-chips chips astronaut.png
-show agegender predict --chips chips/astronaut_0.png --json
-show agegender predict --chips --csv --heads chips/astronaut_0.png
+show agegender predict --chips chips/astronaut.png.face0.png --json
+show agegender predict --chips --csv --heads chips/astronaut.png.face0.png
 show agegender predict --no-progress photos
 rm -rf "$work"

@@ -133,7 +133,8 @@ def test_existing_file_is_kept_unless_overwrite(capsys, tmp_path, fake_detector)
     code, out, err = run(capsys, "predict", "--annotate", tmp_path / "ann", tmp_path / "in")
     assert code == 0, err
     assert mine.read_bytes() == b"somebody's file"
-    assert wrote(err, "--annotate") == 0 and f"kept 1 that already existed (--overwrite replaces them), e.g. {mine}" in err
+    assert wrote(err, "--annotate") == 0
+    assert f"kept 1 that already existed (--overwrite replaces them), e.g. {mine}" in err
     code, out, err = run(capsys, "predict", "--overwrite", "--annotate", tmp_path / "ann", tmp_path / "in")
     assert code == 0, err
     assert mine.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and wrote(err, "--annotate") == 1
@@ -277,6 +278,17 @@ def test_odd_names_from_stdin_and_on_a_pipe(odd_folder, tmp_path):
     assert sorted(os.path.basename(r["file"]) for r in rows) == sorted(e for e in ESCAPED if "\\x0a" not in e)
     assert sorted(os.listdir(os.fsencode(tmp_path / "ann"))) == sorted(
         raw + b".annotated.png" for raw in ODD_NAMES if b"\n" not in raw)
+
+
+def test_names_on_a_terminal_that_is_not_utf8(tmp_path):
+    """A latin-1 stdout cannot encode a CJK name: written as \\uXXXX (documented as not reversible), no crash."""
+    (tmp_path / "\u5199\u771f.png").write_bytes(encode(random_chips(1, size=64)[0], "PNG"))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONIOENCODING="latin-1")
+    result = subprocess.run([sys.executable, "-m", "agegender", "predict", "--chips", "--csv", str(tmp_path)],
+                            capture_output=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"\\u5199\\u771f.png,0," in result.stdout
 
 
 def test_odd_names_in_failure_lines(capsys, tmp_path):
