@@ -175,9 +175,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _kernel_backend_really_runs(request):
-    """For KERNEL_BACKEND_TESTS: every "auto" load gets a kernels backend (where one is usable) and runs it."""
+    """For KERNEL_BACKEND_TESTS: record every "auto" load and its forward calls; pytest_runtest_call checks them."""
     if request.node.originalname not in KERNEL_BACKEND_TESTS.get(request.node.path.name, ()):
-        yield
         return
     from agegender import backends
 
@@ -186,21 +185,33 @@ def _kernel_backend_really_runs(request):
     def recording_load(weights=None, backend="auto", threads=None):
         model, name = load(weights, backend, threads)
         if backend == "auto":
-            calls = []
-            forward = model.forward
+            calls, forward = [], model.forward
             model.forward = lambda x: calls.append(len(x)) or forward(x)       # counts, then runs the real one
             loads.append((name, calls))
         return model, name
 
+    def check():
+        usable = backends.kernel_backends()
+        assert loads, f"{request.node.name} claims to test the kernels through 'auto' but never loaded 'auto'"
+        if usable or required_backends():
+            there = ", ".join(usable) or "a required backend"
+            assert all(name != backends.REFERENCE for name, _ in loads), (
+                f"{request.node.name}: 'auto' fell back to refimpl although {there} is there: the test "
+                f"compared refimpl with refimpl")
+            assert all(calls for _, calls in loads), f"{request.node.name}: a kernels model was loaded, never run"
+
     request.getfixturevalue("monkeypatch").setattr(backends, "load", recording_load)
-    yield
-    usable = backends.kernel_backends()
-    assert loads, f"{request.node.name} claims to test the kernels through 'auto' but never loaded 'auto'"
-    if usable or required_backends():
-        assert all(name != backends.REFERENCE for name, _ in loads), (
-            f"{request.node.name}: 'auto' fell back to refimpl although {', '.join(usable) or 'a required backend'}"
-            f" is there: the test compared refimpl with refimpl")
-        assert all(calls for _, calls in loads), f"{request.node.name}: a kernels model was loaded but never run"
+    request.node.kernel_backend_check = check
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """After a test passed, the check its fixture left (a failure of the test itself, not a teardown error)."""
+    result = yield
+    check = getattr(item, "kernel_backend_check", None)
+    if check is not None:
+        check()
+    return result
 
 
 def pytest_runtest_logreport(report):
