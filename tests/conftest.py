@@ -144,7 +144,7 @@ def pytest_configure(config):
     missing = missing_required_backends()
     if missing:
         raise pytest.UsageError(f"{REQUIRE_BACKENDS_ENV}={os.environ[REQUIRE_BACKENDS_ENV]} but "
-                                + "; ".join(f"{why}" for why in missing.values()))
+                                + "; ".join(missing.values()))
 
 
 def pytest_report_header(config):
