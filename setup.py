@@ -65,7 +65,8 @@ setup(
     extras_require={
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
-                 "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
+                 "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0",
+                 "matplotlib>=3.5"],
         # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
         # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],

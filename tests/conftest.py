@@ -82,14 +82,172 @@ def layer_tolerance(tensor):
 
 
 def backend_param(name):
-    """A pytest param for a kernels backend, skipped with the reason where it cannot run here."""
+    """A pytest param for a kernels backend: skipped with the reason where it cannot run here, but failing
+    with that reason where AGEGENDER_REQUIRE_BACKENDS names it (CI: a missing kernel is never a skip)."""
     import kernels
 
     try:
         kernels.backend(name)
         return pytest.param(name)
     except ImportError as exc:
+        if name in required_backends():
+            return pytest.param(name, marks=pytest.mark.required_backend_missing(reason=str(exc)))
         return pytest.param(name, marks=pytest.mark.skip(reason=str(exc)))
+
+
+# --- CI guards: required kernel backends, tests that must run a kernel, no unexpected skip ---------------------
+# .ci/run exports AGEGENDER_REQUIRE_BACKENDS=cython,numba and AGEGENDER_CI_NO_SKIP=1; on a user's machine neither
+# is set, and a missing backend or data set is a skip with its reason.
+REQUIRE_BACKENDS_ENV = "AGEGENDER_REQUIRE_BACKENDS"
+NO_SKIP_ENV = "AGEGENDER_CI_NO_SKIP"
+
+# Tests that claim to exercise a kernel backend through the estimator's "auto" choice (they compare it with
+# refimpl, share it between threads, measure its memory). Where a kernel backend is usable, every "auto" load in
+# them must give one and its forward must run, or they would compare refimpl with refimpl and prove nothing.
+KERNEL_BACKEND_TESTS = {
+    "test_estimator.py": ("test_auto_backend_agrees_with_the_reference",
+                          "test_four_threads_give_the_same_results_as_one",
+                          "test_memory_stays_flat_with_the_real_backend"),
+}
+
+# Skips that are legitimately impossible to avoid in CI: (nodeid regex, reason regex), each with why.
+# None today: every data set, extra and interpreter the suite can use is there in CI.
+ALLOWED_CI_SKIPS = ()
+
+_skips = []                                     # (nodeid, reason) of every skip in this session
+
+
+def required_backends():
+    """The kernels backends AGEGENDER_REQUIRE_BACKENDS names (comma or space separated); empty when unset."""
+    return [n for n in os.environ.get(REQUIRE_BACKENDS_ENV, "").replace(",", " ").split() if n]
+
+
+def missing_required_backends():
+    """{required backend: why it cannot run here}; an unknown name is an error of the variable itself."""
+    import kernels
+
+    missing = {}
+    for name in required_backends():
+        if name not in kernels.BACKENDS:
+            raise pytest.UsageError(f"{REQUIRE_BACKENDS_ENV} names {name!r}; expected names from "
+                                    f"{', '.join(kernels.BACKENDS)}")
+        try:
+            kernels.backend(name)
+        except ImportError as exc:
+            missing[name] = str(exc)
+    return missing
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "required_backend_missing(reason): a required kernels backend is missing; "
+                                       "the test fails with the reason")
+    missing = missing_required_backends()
+    if missing:
+        raise pytest.UsageError(f"{REQUIRE_BACKENDS_ENV}={os.environ[REQUIRE_BACKENDS_ENV]} but "
+                                + "; ".join(missing.values()))
+
+
+def pytest_report_header(config):
+    import kernels
+
+    required = required_backends()
+    return (f"agegender kernels backends here: {', '.join(kernels.available_backends()) or 'none'}; required: "
+            f"{', '.join(required) or 'none'} ({REQUIRE_BACKENDS_ENV}); unexpected skips fail the run: "
+            f"{'yes' if os.environ.get(NO_SKIP_ENV) == '1' else 'no'} ({NO_SKIP_ENV})")
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("required_backend_missing")
+    if marker is not None:
+        pytest.fail(f"required by {REQUIRE_BACKENDS_ENV}: {marker.kwargs['reason']}", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """A name in KERNEL_BACKEND_TESTS that its module no longer defines would silently lose the check."""
+    for item in items:
+        names = KERNEL_BACKEND_TESTS.get(item.path.name, ())
+        gone = [n for n in names if getattr(item, "module", None) is not None and not hasattr(item.module, n)]
+        if gone:
+            raise pytest.UsageError(f"conftest.KERNEL_BACKEND_TESTS names {', '.join(gone)}, which "
+                                    f"{item.path.name} does not define: update the list")
+
+
+@pytest.fixture(autouse=True)
+def _kernel_backend_really_runs(request):
+    """For KERNEL_BACKEND_TESTS: record every "auto" load and its forward calls; pytest_runtest_call checks them."""
+    if request.node.originalname not in KERNEL_BACKEND_TESTS.get(request.node.path.name, ()):
+        return
+    from agegender import backends
+
+    loads, load = [], backends.load
+
+    def recording_load(weights=None, backend="auto", threads=None):
+        model, name = load(weights, backend, threads)
+        if backend == "auto":
+            calls, forward = [], model.forward
+            model.forward = lambda x: calls.append(len(x)) or forward(x)       # counts, then runs the real one
+            loads.append((name, calls))
+        return model, name
+
+    def check():
+        usable = backends.kernel_backends()
+        assert loads, f"{request.node.name} claims to test the kernels through 'auto' but never loaded 'auto'"
+        if usable or required_backends():
+            there = ", ".join(usable) or "a required backend"
+            assert all(name != backends.REFERENCE for name, _ in loads), (
+                f"{request.node.name}: 'auto' fell back to refimpl although {there} is there: the test "
+                f"compared refimpl with refimpl")
+            assert all(calls for _, calls in loads), f"{request.node.name}: a kernels model was loaded, never run"
+
+    request.getfixturevalue("monkeypatch").setattr(backends, "load", recording_load)
+    request.node.kernel_backend_check = check
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """After a test passed, the check its fixture left (a failure of the test itself, not a teardown error)."""
+    result = yield
+    check = getattr(item, "kernel_backend_check", None)
+    if check is not None:
+        check()
+    return result
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skips.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_collectreport(report):
+    if report.skipped:
+        _skips.append((report.nodeid, _skip_reason(report)))
+
+
+def _skip_reason(report):
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
+
+
+def unexpected_skips(skips=None):
+    """The skips no ALLOWED_CI_SKIPS entry allows (all of them when the list is empty)."""
+    import re
+
+    return [(nodeid, reason) for nodeid, reason in (_skips if skips is None else skips)
+            if not any(re.search(n, nodeid) and re.search(r, reason) for n, r in ALLOWED_CI_SKIPS)]
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get(NO_SKIP_ENV) == "1" and unexpected_skips():
+        terminalreporter.section(f"unexpected skips ({NO_SKIP_ENV}=1: each fails the run)", red=True)
+        for nodeid, reason in unexpected_skips():
+            terminalreporter.line(f"{nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get(NO_SKIP_ENV) == "1" and unexpected_skips() and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def assert_import_stays_light(statement, heavy_modules):
