@@ -13,7 +13,7 @@ import refimpl  # noqa: E402
 from conftest import assert_close, ort_session, utkface_dir  # noqa: E402
 from refimpl import spec  # noqa: E402
 from refimpl.golden import tolerance  # noqa: E402
-from training import data, splits  # noqa: E402
+from training import checkpoints, data, splits  # noqa: E402
 from training.export import export  # noqa: E402
 from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, gender_terms_only, mae_by_age_group,  # noqa: E402
                            metrics, paper_loss)
@@ -318,8 +318,8 @@ def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_bot
     main(["train", *second, "--out", str(tmp_path / "straight")])
     main(["train", *second, "--out", str(tmp_path / "resumed"), "--stop-after", "1"])
     main(["train", *second, "--out", str(tmp_path / "resumed"), "--resume"])
-    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    straight = checkpoints.load(tmp_path / "straight" / "last.pt")
+    resumed = checkpoints.load(tmp_path / "resumed" / "last.pt")
     for key in ("model", "training_model"):
         for name, tensor in straight[key].items():
             assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after stop and resume"
@@ -351,7 +351,7 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     out = tmp_path / "ceiling"
     main(["--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1",
           "--batch-size", "3", "--epochs", "2", "--no-progress", "--out", str(out)])
-    state = torch.load(out / "last.pt", weights_only=False)
+    state = checkpoints.load(out / "last.pt")
     torch.manual_seed(0)                                 # the run's seed: the same initial weights
     initial = AgeGenderNet().state_dict()
     for name in ("age_virtual.fc.weight", "top_head.fc_age.weight", "top_head.fc_age.bias"):

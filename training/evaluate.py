@@ -4,6 +4,7 @@ import torch
 
 import refimpl
 
+from . import checkpoints
 from .loss import all_metrics, gender_acc_by_age_group, mae_by_age_group
 from .model import AgeGenderNet
 from .splits import describe
@@ -11,9 +12,7 @@ from .train import load_dataset, predict
 
 
 def module_from_checkpoint(path):
-    model = AgeGenderNet()
-    model.load_state_dict(torch.load(path, weights_only=False)["model"])
-    return model.eval()
+    return checkpoints.load_weights(AgeGenderNet(), checkpoints.load(path)["model"], path).eval()
 
 
 def run_refimpl(model, images, batch_size=256):
@@ -26,6 +25,8 @@ def evaluate(args):
     ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
     if args.model.endswith(".onnx") and args.runtime == "onnxruntime":
         import onnxruntime as ort
+
+        refimpl.load(args.model)        # ONNX Runtime opens only a file refimpl accepts (no external data, ...)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
