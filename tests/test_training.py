@@ -267,6 +267,28 @@ def test_training_preprocessing_is_refimpl_preprocess(tmp_path):
         np.testing.assert_array_equal(array, refimpl.preprocess(np.asarray(Image.open(path).convert("RGB"))))
 
 
+def test_cache_is_not_reused_when_an_image_changes(tmp_path):
+    """The cache was keyed by the paths alone: an image replaced under the same name kept its old chip."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    paths = [str(tmp_path / f"{i}.png") for i in range(2)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    cache = tmp_path / "cache"
+    first = np.array(data.preprocess_all(paths, str(cache), workers=1))
+    np.testing.assert_array_equal(data.preprocess_all(paths, str(cache), workers=1), first)   # reused as is
+    assert len(os.listdir(cache)) == 1
+    before = os.stat(paths[1]).st_mtime_ns
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(paths[1])                       # an edit ...
+    os.utime(paths[1], ns=(before + 10**9, before + 10**9))     # ... a second later, whatever the fs's clock grain
+    second = np.array(data.preprocess_all(paths, str(cache), workers=1))
+    np.testing.assert_array_equal(second[0], first[0])
+    np.testing.assert_allclose(second[1], 200 / 255, atol=1e-6)                                # the new image
+    assert len(os.listdir(cache)) == 2
+
+
 def test_smoke_training_and_export_round_trip(tmp_path):
     """A few steps on a handful of generated chips, then export, then refimpl and ORT agree with the module."""
     folder = eight_chips(tmp_path)
