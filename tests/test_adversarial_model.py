@@ -413,3 +413,33 @@ def test_training_export_refuses_weights_of_another_shape(tmp_path):
     torch.save({"model": {"stem_fine.conv1.weight": torch.zeros(3)}}, path)
     line = one_line_exit_2(run("-m", "training", "export", str(path), str(tmp_path / "out.onnx")))
     assert "weights do not fit this architecture" in line
+
+
+@pytest.mark.parametrize("command", ["train --init", "evaluate", "gender_ceiling --gradients", "crossval"])
+def test_every_training_command_refuses_the_malicious_checkpoint_before_reading_data(tmp_path, command):
+    """The data folder is empty: a command that read the data before the checkpoint would fail on the data."""
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "marker"
+    evil = tmp_path / "run" / "last.pt"
+    evil.parent.mkdir()
+    torch.save({"model": CreatesAFile(str(marker)), "args": {}}, evil)
+    (tmp_path / "run" / "log.jsonl").write_text('{"epoch": 1, "val": {}}\n')
+    empty = tmp_path / "faces"
+    empty.mkdir()
+    data = ["--data", str(empty), "--cache", str(tmp_path / "cache"), "--threads", "1"]
+    argv = {"train --init": ["-m", "training", "train", *data, "--init", str(evil), "--out", str(tmp_path / "o")],
+            "evaluate": ["-m", "training", "evaluate", *data, str(evil)],
+            "gender_ceiling --gradients": ["-m", "training.gender_ceiling", *data, "--gradients", str(evil)],
+            "crossval": ["-m", "training", "crossval", str(tmp_path / "run")]}[command]
+    line = one_line_exit_2(run(*argv))
+    assert "last.pt: refused" in line and not marker.exists()
+
+
+def test_training_evaluate_refuses_a_crafted_onnx_file_before_reading_data(crafted, tmp_path):
+    pytest.importorskip("torch")
+    empty = tmp_path / "faces"
+    empty.mkdir()
+    for kind in ("absurd dims", "external data"):
+        line = one_line_exit_2(run("-m", "training", "evaluate", "--data", str(empty), "--threads", "1",
+                                   str(crafted[kind]), "--runtime", "onnxruntime"))
+        assert os.path.basename(crafted[kind]) in line

@@ -49,11 +49,12 @@ def gradient_norms(model, images, age, male):
 
 def print_gradient_norms(args, batch=256):
     torch.set_num_threads(args.threads)
+    state = checkpoints.load(args.gradients)       # a refused file fails before the data set is read
     samples, images, train_idx, _ = load_dataset(args)
     pick = np.sort(np.random.default_rng(args.seed).choice(train_idx, min(batch, len(train_idx)), replace=False))
     torch.manual_seed(args.seed)        # training mode: dropout draws from torch's generator
     model = AgeGenderNet()
-    checkpoints.load_weights(model, checkpoints.load(args.gradients)["model"], args.gradients)
+    checkpoints.load_weights(model, state["model"], args.gradients)
     norms = gradient_norms(model, torch.from_numpy(np.asarray(images[pick])),
                            torch.tensor(np.asarray(samples.ages, np.float32)[pick]),
                            torch.tensor(np.asarray(samples.males, np.float32)[pick]))

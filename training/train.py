@@ -38,13 +38,14 @@ def train(args, log=print, loss_fn=paper_loss):
     if args.protocol == "all":
         raise SystemExit("error: --protocol all validates on every image and leaves none to train on "
                          "(use it with evaluate; train with holdout, kfold or lopo)")
+    init = checkpoints.load(args.init)["model"] if args.init else None     # a refused file fails before the data
     samples, images, train_idx, val_idx = load_dataset(args)
     ages, males = np.asarray(samples.ages, np.float32), np.asarray(samples.males, np.float32)
     log(f"data: {len(samples)} images, train {len(train_idx)}, validation {len(val_idx)} "
         f"({', '.join(f'{k} {v}' for k, v in splits.describe(args, len(val_idx)).items() if k != 'n_val')})")
     model = AgeGenderNet().to(memory_format=torch.channels_last)
     if args.init:                       # a second stage: start from another run's weights, with a new schedule
-        checkpoints.load_weights(model, checkpoints.load(args.init)["model"], args.init)
+        checkpoints.load_weights(model, init, args.init)
         log(f"initialised from {args.init}")
     # an exponential moving average of the weights (and BatchNorm statistics) is what gets evaluated and exported
     averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
