@@ -110,7 +110,10 @@ def test_header_says_when_timings_are_disturbed():
 
 def test_peak_is_measured_per_core():
     peak = machine.measure_peak(threads=1, n=128, repeat=2)
-    assert peak["gflops"] > 0 and peak["n"] == 128 and len(peak["seconds"]) == 2
+    assert peak["n"] == 128 and len(peak["seconds"]) == len(peak["cpu_seconds"]) == 2
+    flop = 2.0 * 128 ** 3                       # an n^3 matrix product: n^3 multiply-adds
+    assert peak["gflops"] == pytest.approx(flop / max(min(peak["cpu_seconds"]), 1e-9) / 1e9)    # the best CPU time
+    assert peak["gflops_wall"] == pytest.approx(flop / min(peak["seconds"]) / 1e9)
 
 
 # -- a synthetic result for the formatting, JSON and compare tests ----------------------------------------------
@@ -223,8 +226,11 @@ def test_quick_run_smoke(tmp_path, capsys, no_trt):
     verified = {r["backend"] for r in result["results"] if r["verified"] == "ok"}
     available = {n for n, e in result["backends"].items() if e.get("available")}
     assert verified == available == {"numpy", "onnxruntime"}
+    assert result["model"]["flops_per_image"] == FLOPS          # counted from the graph: the spec's 97.0 MFLOP
     for row in result["results"]:
-        assert row["ms_per_image_median"] > 0 and row["n"] >= 3
+        assert row["n"] >= 3 and row["ms_per_call_min"] <= row["ms_per_call_median"] <= row["ms_per_call_p90"]
+        assert row["ms_per_image_median"] == pytest.approx(row["ms_per_call_median"] / row["batch"])
+        assert row["gflops"] == pytest.approx(FLOPS / (row["ms_per_image_median"] * 1e-3) / 1e9)
     onnx = [r for r in result["results"] if r["backend"] == "onnxruntime"]
     assert all(r["ratio_to_ort"] == pytest.approx(1.0) for r in onnx)
     if "--plot" in argv:
