@@ -15,6 +15,8 @@ Model (kernels/model.py), stable API:
                              pool, NUMBA_NUM_THREADS) is a ValueError here and in load(), in one line
     thread safety            one model may be called from many threads at once: every call runs in its own
                              workspace (a small pool, kernels/model.py Workspaces), bit-identical to serial calls
+    row_split                a batch smaller than the thread count runs on one thread while the cores are busy
+                             with other work (kernels/row_split.py); row_split.counts says how its calls ran
     backend_name, backend.ISA  which backend and which instruction set its kernel runs
     stage_names()            the fused stages in order; a name is the refimpl trace tensor(s) it produces,
                              '|'-joined when one stage makes several (the merged first convs of the three

@@ -10,6 +10,7 @@ import refimpl
 from refimpl import spec
 
 from . import plan as planning
+from .row_split import RowSplitGuard
 
 
 def default_threads():
@@ -65,6 +66,7 @@ class Model:
         self._check_heads()
         self._workspaces = Workspaces(self.plan.workspace_size, self.plan.scratch_size)
         self._warm = set()               # executors run once already: "serial", "parallel" (see warm_up)
+        self.row_split = RowSplitGuard()  # small batches: split rows over the threads unless cores are contended
         self.threads = None
         self.set_threads(threads)
 
@@ -102,6 +104,10 @@ class Model:
         x = np.zeros((1, *spec.INPUT_SHAPE), np.float32)
         self._run(x, 0, len(self.plan.stages), True, threads=1)
         self._warm.add("serial")
+        for _ in range(3):               # the single-thread time the row-split guard compares with
+            t0 = time.perf_counter()
+            self._run(x, 0, len(self.plan.stages), True, threads=1)
+            self.row_split.record(False, time.perf_counter() - t0)
         if self.threads > 1:
             self._warm_up_parallel(self.threads)
 
@@ -117,7 +123,14 @@ class Model:
     def forward(self, x):
         """x: float32 [N, 3, 64, 64] -> {output name: float32 [N, 1]} for the eight outputs, in contract order."""
         x = refimpl.check_input(x)
-        out = self._run(x, 0, len(self.plan.stages), True)
+        threads, n = self.threads, x.shape[0]
+        if threads <= n:                 # whole images per thread: no per-stage barrier to wait at
+            out = self._run(x, 0, len(self.plan.stages), True, threads)
+        else:                            # rows split over the threads, unless the cores are busy (row_split.py)
+            split = self.row_split.split_now(threads)
+            t0 = time.perf_counter()
+            out = self._run(x, 0, len(self.plan.stages), True, threads if split else 1)
+            self.row_split.record(split, (time.perf_counter() - t0) / n)
         return {name: out[i][:, None] for i, name in enumerate(spec.OUTPUT_NAMES)}
 
     __call__ = forward
