@@ -35,23 +35,28 @@ class Workspaces:
         self._free = []
         self._lock = threading.Lock()
 
+    def take(self, rows):
+        """(ws, scratch) with at least `rows` rows, this caller's until it gives them back (give)."""
+        with self._lock:
+            free = self._free
+            for i in range(len(free) - 1, -1, -1):       # the most recently given back that is large enough
+                if free[i][0].shape[0] >= rows:
+                    return free.pop(i)
+        return tuple(np.zeros((rows, size), np.float32) for size in self.sizes)
+
+    def give(self, pair):
+        with self._lock:
+            if len(self._free) < self.KEEP:
+                self._free.append(pair)
+
     @contextlib.contextmanager
     def lend(self, rows):
-        """(ws, scratch) with at least `rows` rows, for the duration of the with block."""
-        pair = None
-        with self._lock:
-            for i in range(len(self._free) - 1, -1, -1):        # the most recently released that is large enough
-                if self._free[i][0].shape[0] >= rows:
-                    pair = self._free.pop(i)
-                    break
-        if pair is None:
-            pair = tuple(np.zeros((rows, size), np.float32) for size in self.sizes)
+        """take(rows) for the duration of a with block."""
+        pair = self.take(rows)
         try:
             yield pair
         finally:
-            with self._lock:
-                if len(self._free) < self.KEEP:
-                    self._free.append(pair)
+            self.give(pair)
 
 
 class Model:
@@ -139,13 +144,15 @@ class Model:
         """Stages [first, last) (+ the heads) of batch x -> outputs [8, N]; in `workspace` (ws, scratch) when
         given (the caller reads it afterwards), else in one lent for this call."""
         threads = self.threads if threads is None else threads
-        if workspace is None:
-            with self._workspaces.lend(threads) as workspace:
-                return self._run(x, first, last, heads, threads, workspace)
         p = self.plan
         out = np.empty((len(spec.OUTPUT_NAMES), x.shape[0]), np.float32)
-        self.backend.run_network(x, workspace[0], workspace[1], p.image, p.layers, p.alphas, p.weights, p.biases,
-                                 p.gap, p.head_params, p.head_alpha, out, first, last, heads, threads)
+        pair = self._workspaces.take(threads) if workspace is None else workspace
+        try:
+            self.backend.run_network(x, pair[0], pair[1], p.image, p.layers, p.alphas, p.weights, p.biases,
+                                     p.gap, p.head_params, p.head_alpha, out, first, last, heads, threads)
+        finally:
+            if workspace is None:
+                self._workspaces.give(pair)
         return out
 
     # -- stages: for tests and the benchmark ----------------------------------------------------------------
