@@ -73,6 +73,9 @@ def parse_args(argv):
                    help="N of the N^3 matmul that measures the peak (default 2048; smaller for tests)")
     p.add_argument("--no-compile-cost", action="store_false", dest="compile_cost", default=None,
                    help="skip measuring numba's cold first call (done by default without --quick)")
+    p.add_argument("--under-load", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch 1 of the kernels at 1 and all threads while one busy-loop process per core runs "
+                        "(default: on, off with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return p.parse_args(argv)
 
@@ -102,7 +105,7 @@ def _main(argv):
         return 2
     overrides = {"model": args.model, "golden": args.golden, "backends": names,
                  "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])}
-    for key in ("batches", "threads", "budget", "peak_n", "compile_cost"):
+    for key in ("batches", "threads", "budget", "peak_n", "compile_cost", "under_load"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     opts = runner.quick_options(**overrides) if args.quick else runner.Options(**overrides)

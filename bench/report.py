@@ -240,10 +240,47 @@ def projection_lines(result):
     return lines
 
 
+def under_load_lines(result):
+    """The "under load" rows: batch 1 at 1 and N threads while one busy-loop process per core ran."""
+    section = result.get("under_load")
+    if not section:
+        return []
+    target = section["target"]
+    lines = [f"Under load: batch 1 while {section['load_processes']} busy-loop processes (one per usable core) ran "
+             f"(started and stopped by the benchmark); target: {section['threads']} threads within "
+             f"{target['ratio']:g}x of 1 thread, p90 within {target['p90_over_median']:g}x of the median"]
+    if section.get("why"):
+        return lines + [f"  not measured: {section['why']}"]
+    lines.append(f"  {'backend':<18}{'thr':>4}{'ms/img':>9}{'p90':>9}{'p90/med':>9}{'vs 1 thr':>9}  {'one-thread':<12}"
+                 f"{'n':>6}")
+    for r in sorted(section["rows"], key=lambda r: (bk.ALL_BACKENDS.index(r["backend"])
+                                                   if r["backend"] in bk.ALL_BACKENDS else 99, r["threads"])):
+        if r["verified"] == "FAILED":
+            lines.append(f"  {r['label']:<18}{r['threads']:>4}   FAILED: {'; '.join(r.get('mismatches') or [])[:120]}")
+            continue
+        ratio, spread = r.get("ratio_to_1_thread"), r.get("p90_over_median")
+        split = r.get("row_split")
+        fell = f"{split['single']}/{split['single'] + split['split']} calls" if split and r["threads"] > 1 else ""
+        missed = []
+        if r["threads"] > 1 and ratio is not None and ratio > target["ratio"]:
+            missed.append("ratio")
+        if spread is not None and spread > target["p90_over_median"]:
+            missed.append("p90")
+        lines.append(f"  {r['label']:<18}{r['threads']:>4}{_ms(r.get('ms_per_image_median')):>9}"
+                     f"{_ms(r.get('ms_per_image_p90')):>9}{_f(spread, '.1f'):>8}x{_f(ratio, '.2f'):>8}x  {fell:<12}"
+                     f"{_f(r.get('n'), 'd'):>6}" + (f"  MISSED: {', '.join(missed)}" if missed else ""))
+    lines.append("  one-thread: batch-1 calls the kernels ran on one thread instead of splitting rows over the threads, "
+                 "the cores being busy (kernels/row_split.py); the results are identical either way.")
+    if section.get("load_running_end") is not None and section["load_running_end"] < section["load_processes"]:
+        lines.append(f"  only {section['load_running_end']} of {section['load_processes']} load processes were still "
+                     f"running at the end: the load was lighter than intended")
+    return lines
+
+
 def format_report(result):
     parts = [header(result), [""], verification_lines(result), [""],
              ["Whole network, per backend, batch and threads:"], table_lines(result), legend_lines(result),
-             peak_warning(result), [""],
+             peak_warning(result), [""], under_load_lines(result), [""] if result.get("under_load") else [],
              summary_lines(result), [""], compile_lines(result), projection_lines(result)]
     if result.get("notes"):
         parts += [[""], ["Notes:"] + [f"  {n}" for n in result["notes"]]]

@@ -39,13 +39,14 @@ class Options:
     peak_n: int = machine.PEAK_N         # smaller only for tests and very slow boards
     skip: dict = field(default_factory=dict)   # {(backend, batch): why} conditions left out on purpose
     compile_cost: bool = True            # numba's cold first call, in subprocesses (tens of seconds)
+    under_load: bool = True              # batch 1 of the kernels at 1 and N threads with every core kept busy
     quick: bool = False
     command: str = "python -m bench"
 
 
 def quick_options(**overrides):
     """--quick: under a minute on a 2-core PC: a short budget, and the NumPy reference not at batch 64."""
-    opts = dict(budget=1.5, min_samples=5, peak_repeat=3, quick=True, compile_cost=False,
+    opts = dict(budget=1.5, min_samples=5, peak_repeat=3, quick=True, compile_cost=False, under_load=False,
                 skip={("numpy", 64): "left out by --quick (the reference takes seconds per batch of 64)"})
     opts.update(overrides)
     return Options(**opts)
@@ -280,6 +281,11 @@ def run(opts=None, progress=None):
             result["results"].extend(rows.values())
         for r in runners:
             r.close()
+    kernel_backends = [n for n in UNDER_LOAD_BACKENDS if n in opts.backends and result["backends"].get(n, {}).get("available")]
+    if opts.under_load and kernel_backends:
+        progress(f"batch 1 under load: {', '.join(kernel_backends)} at 1 and {max(threads_set)} threads while one "
+                 f"busy-loop process per core runs")
+        result["under_load"] = under_load(kernel_backends, max(threads_set), reference, opts)
     if opts.compile_cost and "numba" in opts.backends and result["backends"].get("numba", {}).get("available"):
         progress("measuring numba's first-call cost in fresh processes (empty cache, then warm cache)")
         result["numba_first_call"] = numba_first_call(opts.model)
@@ -289,6 +295,93 @@ def run(opts=None, progress=None):
     result["machine"]["others_busy"] = machine.others_busy(snapshot, machine.cpu_snapshot())
     result["elapsed_s"] = time.time() - started
     return result
+
+
+UNDER_LOAD_BACKENDS = ("numba", "cython")
+UNDER_LOAD_TARGET = {"ratio": 1.5, "p90_over_median": 3.0}   # issue 13: N threads vs 1, under contention
+LOAD_SETTLE_S = 0.3                      # the load processes start (an interpreter each) before timing starts
+
+
+class _Keyed:
+    """A runner under another name: the under-load rounds time one backend at two thread counts side by side."""
+
+    def __init__(self, runner, key):
+        self.runner, self.name, self.threads, self.external = runner, key, runner.threads, False
+
+    def run(self, x):
+        return self.runner.run(x)
+
+    def tolerance(self, output_name):
+        return self.runner.tolerance(output_name)
+
+
+def under_load(backends, threads, reference, opts, busy_load=None):
+    """Batch 1 of each kernel backend at 1 and `threads` threads, timed interleaved while one busy-loop process
+    per usable core runs (bench/load.py; always stopped, also on an error or Ctrl-C). Each row is checked like
+    the main table's before it is timed. -> {"load_processes", "threads", "target", "rows": [...], "why"?}:
+    rows carry the usual stats, p90_over_median, ratio_to_1_thread (median at N threads / the same backend's at 1)
+    and, where the model has one, how often its row-split guard fell back to one thread (kernels/row_split.py)."""
+    from .load import BusyLoad
+
+    busy_load = busy_load or BusyLoad
+    usable, _ = machine.cores()
+    section = {"load_processes": usable, "threads": threads, "batch": 1, "target": dict(UNDER_LOAD_TARGET),
+               "rows": []}
+    if threads <= 1:
+        section["why"] = "one thread only (one usable core, or --threads 1): nothing to compare with"
+        return section
+    x, expected = reference.batch(1)
+    runners, rows = [], {}
+    try:
+        for name in backends:
+            for t in (1, threads):
+                try:
+                    runner = bk.make_runner(name, opts.model, t)
+                except Exception as exc:
+                    rows[f"{name}@{t}"] = {"backend": name, "label": bk.LABELS.get(name, name), "threads": t,
+                                           "batch": 1, "verified": "FAILED",
+                                           "mismatches": [f"failed to load: {type(exc).__name__}: {exc}"]}
+                    continue
+                runners.append(_Keyed(runner, f"{name}@{t}"))
+        with busy_load(usable) as load:
+            time.sleep(LOAD_SETTLE_S)
+            section["load_running"] = load.running()
+            timed, first_call = [], {}
+            for r in runners:
+                row = {"backend": r.runner.name, "label": bk.LABELS.get(r.runner.name, r.runner.name),
+                       "threads": r.threads, "batch": 1}
+                try:
+                    status, first, errors, reports = _verify(r, x, expected)
+                except Exception as exc:
+                    status, first, errors, reports = "FAILED", None, None, [f"{type(exc).__name__}: {exc}"]
+                row.update(verified=status, max_abs_error=errors, mismatches=reports)
+                rows[r.name] = row
+                if status != "FAILED":
+                    first_call[r.name] = first
+                    timed.append(r)
+            guards = {r.name: getattr(getattr(r.runner, "model", None), "row_split", None) for r in timed}
+            before = {k: dict(g.counts) for k, g in guards.items() if g is not None}
+            samples, errors, cpu_per_wall = _time_interleaved(timed, x, first_call, opts) if timed else ({}, {}, {})
+            section["load_running_end"] = load.running()
+        for r in timed:
+            if r.name in errors:
+                rows[r.name].update(verified="FAILED", mismatches=[errors[r.name]])
+                continue
+            row = rows[r.name]
+            row.update(stats(samples[r.name], 1), cpu_per_wall=cpu_per_wall[r.name])
+            row["p90_over_median"] = row["ms_per_call_p90"] / row["ms_per_call_median"]
+            if r.name in before:
+                after = guards[r.name].counts
+                row["row_split"] = {k: after[k] - before[r.name][k] for k in after}
+    finally:
+        for r in runners:
+            r.runner.close()
+    for row in rows.values():
+        one = rows.get(f"{row['backend']}@1")
+        if row.get("ms_per_call_median") is not None and one and one.get("ms_per_call_median"):
+            row["ratio_to_1_thread"] = row["ms_per_call_median"] / one["ms_per_call_median"]
+    section["rows"] = list(rows.values())
+    return section
 
 
 def numba_first_call(model_path):

@@ -10,7 +10,13 @@ Model (kernels/model.py), stable API:
                              raises exactly what refimpl raises (refimpl.check_input: refimpl.InputError)
     threads, set_threads(n)  threads over the batch (one whole image per thread at a time), or, when the batch is
                              smaller than n, over each stage's output rows; results do not depend on n (every
-                             output is computed by the same code in the same order); None = every CPU available
+                             output is computed by the same code in the same order); None = every CPU available,
+                             at most the backend's limit; a count the backend cannot run (numba: more than its
+                             pool, NUMBA_NUM_THREADS) is a ValueError here and in load(), in one line
+    thread safety            one model may be called from many threads at once: every call runs in its own
+                             workspace (a small pool, kernels/model.py Workspaces), bit-identical to serial calls
+    row_split                a batch smaller than the thread count runs on one thread while the cores are busy
+                             with other work (kernels/row_split.py); row_split.counts says how its calls ran
     backend_name, backend.ISA  which backend and which instruction set its kernel runs
     stage_names()            the fused stages in order; a name is the refimpl trace tensor(s) it produces,
                              '|'-joined when one stage makes several (the merged first convs of the three
@@ -71,7 +77,8 @@ def unavailable_reasons():
 
 
 def load(path=None, backend="numba", threads=None):
-    """Read an ONNX file of this architecture (refimpl.onnx_format.read: ModelFileError if it is not) -> Model."""
+    """Read an ONNX file of this architecture (refimpl.onnx_format.read: ModelFileError if it is not) -> Model.
+    ValueError (one line: the value, the backend, the range it runs) for a thread count the backend cannot run."""
     import refimpl
     from refimpl.onnx_format import read
 

@@ -14,5 +14,15 @@ from ._cython_kernels import HEAD_SIZE, ISA, OPENMP, conv_layer, run_network  # 
 NAME = "cython"
 THREADING = "OpenMP" if OPENMP else "none (built without OpenMP: one thread)"
 
+MAX_THREADS = 256      # OpenMP runs more threads than CPUs; each thread's workspace is about 1.1 MB
+
+
+def thread_limit():
+    """(the most threads this backend can run, why)."""
+    if not OPENMP:
+        return MAX_THREADS, "built without OpenMP, its threads run one after the other"
+    return MAX_THREADS, f"OpenMP may run more threads than CPUs; {MAX_THREADS} workspaces of about 1.1 MB at most"
+
+
 globals().update(ops.bind(conv_layer))
 __all__ = ["run_network", "conv_layer", *ops.__all__]

@@ -1,5 +1,7 @@
 """The fast Model: refimpl's forward contract on a compiled backend (see kernels/__init__.py)."""
+import contextlib
 import os
+import threading
 import time
 
 import numpy as np
@@ -8,6 +10,7 @@ import refimpl
 from refimpl import spec
 
 from . import plan as planning
+from .row_split import RowSplitGuard
 
 
 def default_threads():
@@ -17,8 +20,48 @@ def default_threads():
         return os.cpu_count() or 1
 
 
+class Workspaces:
+    """The zeroed buffers one call runs in, lent per call: a model shared by threads never lets two calls write
+    the same buffers (the compiled code runs without the GIL). A small LIFO pool keeps released buffers, so a
+    call in a single thread gets back the buffers its previous call left (what time_stages relies on) and
+    allocates nothing; the lock is held only to pop or push (well under a microsecond against ~0.5 ms for a
+    batch-1 forward). A buffer pair has one row per thread (ws [threads, workspace_size],
+    scratch [threads, scratch_size]); the zero borders are never written, so reused buffers stay valid."""
+
+    KEEP = 8        # pairs kept for reuse; more concurrent calls than this allocate (about 1.1 MB per row)
+
+    def __init__(self, workspace_size, scratch_size):
+        self.sizes = (workspace_size, scratch_size)
+        self._free = []
+        self._lock = threading.Lock()
+
+    def take(self, rows):
+        """(ws, scratch) with at least `rows` rows, this caller's until it gives them back (give)."""
+        with self._lock:
+            free = self._free
+            for i in range(len(free) - 1, -1, -1):       # the most recently given back that is large enough
+                if free[i][0].shape[0] >= rows:
+                    return free.pop(i)
+        return tuple(np.zeros((rows, size), np.float32) for size in self.sizes)
+
+    def give(self, pair):
+        with self._lock:
+            if len(self._free) < self.KEEP:
+                self._free.append(pair)
+
+    @contextlib.contextmanager
+    def lend(self, rows):
+        """take(rows) for the duration of a with block."""
+        pair = self.take(rows)
+        try:
+            yield pair
+        finally:
+            self.give(pair)
+
+
 class Model:
-    """Folded, packed weights + per-thread workspaces + one backend's executor. Build it with kernels.load()."""
+    """Folded, packed weights + a pool of per-call workspaces + one backend's executor. Build it with
+    kernels.load(). Safe to call from several threads at once: each call runs in its own workspace."""
 
     def __init__(self, weights, attrs, metadata, backend, threads=None):
         self.metadata = metadata or {}
@@ -26,7 +69,9 @@ class Model:
         self.backend_name = backend.NAME
         self.plan = planning.Plan(weights, attrs)
         self._check_heads()
-        self._ws = None
+        self._workspaces = Workspaces(self.plan.workspace_size, self.plan.scratch_size)
+        self._warm = set()               # executors run once already: "serial", "parallel" (see warm_up)
+        self.row_split = RowSplitGuard()  # small batches: split rows over the threads unless cores are contended
         self.threads = None
         self.set_threads(threads)
 
@@ -39,43 +84,75 @@ class Model:
 
     def set_threads(self, threads=None):
         """Threads over the batch (one image per thread at a time), or over each stage's output rows when the batch
-        is smaller than the thread count; None: every CPU this process may use."""
-        threads = default_threads() if threads is None else int(threads)
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        if threads != self.threads:
-            self.threads = threads
-            # one zeroed workspace per thread: the zero borders are never written, so they stay zero
-            self._ws = np.zeros((threads, self.plan.workspace_size), np.float32)
-            self._scratch = np.zeros((threads, self.plan.scratch_size), np.float32)
+        is smaller than the thread count; None: every CPU this process may use, at most what the backend can run.
+        ValueError, in one line, for a count the backend cannot run (backend.thread_limit(): numba's pool size;
+        OpenMP may run more threads than CPUs)."""
+        limit, why = self.backend.thread_limit()
+        if threads is None:
+            threads = min(default_threads(), limit)
+        elif isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+            raise ValueError(f"threads must be a whole number from 1 to {limit} for the {self.backend_name} backend, "
+                             f"got {threads!r}")
+        threads = int(threads)
+        if not 1 <= threads <= limit:
+            raise ValueError(f"threads={threads} is out of range for the {self.backend_name} backend: it runs 1 to "
+                             f"{limit} threads ({why})")
+        self.threads = threads           # read once per call: workspaces are sized per call (Workspaces.lend)
+        if threads > 1 and self._warm == {"serial"}:
+            self._warm_up_parallel(threads)
         return self
 
     def warm_up(self):
-        """Run the three executors once on zeros: serial, threads over the batch, threads over the rows of one
-        image (Numba compiles them, or loads its cache, here and not in a timed call)."""
-        x = np.zeros((2, *spec.INPUT_SHAPE), np.float32)
-        threads = self.threads
-        self._run(x[:1], 0, len(self.plan.stages), True, threads=1)
-        self.set_threads(max(2, threads))
-        self._run(x, 0, len(self.plan.stages), True, threads=2)
-        self._run(x[:1], 0, len(self.plan.stages), True, threads=2)
-        self.set_threads(threads)
+        """Run the executors once on zeros: serial and, when this model runs more than one thread, threads over the
+        batch and threads over the rows of one image (Numba compiles them, or loads its cache, here and not in a
+        timed call). Never more threads than the model's: the backend may not run more (NUMBA_NUM_THREADS=1)."""
+        x = np.zeros((1, *spec.INPUT_SHAPE), np.float32)
+        self._run(x, 0, len(self.plan.stages), True, threads=1)
+        self._warm.add("serial")
+        for _ in range(3):               # the single-thread time the row-split guard compares with
+            t0 = time.perf_counter()
+            self._run(x, 0, len(self.plan.stages), True, threads=1)
+            self.row_split.record(False, time.perf_counter() - t0)
+        if self.threads > 1:
+            self._warm_up_parallel(self.threads)
+
+    def _warm_up_parallel(self, threads):
+        """The two parallel executors, once each, with 2 threads (what compiles them) or `threads` if fewer."""
+        threads = min(threads, 2)
+        x = np.zeros((threads, *spec.INPUT_SHAPE), np.float32)
+        self._run(x, 0, len(self.plan.stages), True, threads=threads)
+        self._run(x[:1], 0, len(self.plan.stages), True, threads=threads)
+        self._warm.add("parallel")
 
     # -- the contract ---------------------------------------------------------------------------------------
     def forward(self, x):
         """x: float32 [N, 3, 64, 64] -> {output name: float32 [N, 1]} for the eight outputs, in contract order."""
         x = refimpl.check_input(x)
-        out = self._run(x, 0, len(self.plan.stages), True)
+        threads, n = self.threads, x.shape[0]
+        if threads <= n:                 # whole images per thread: no per-stage barrier to wait at
+            out = self._run(x, 0, len(self.plan.stages), True, threads)
+        else:                            # rows split over the threads, unless the cores are busy (row_split.py)
+            split = self.row_split.split_now(threads)
+            t0 = time.perf_counter()
+            out = self._run(x, 0, len(self.plan.stages), True, threads if split else 1)
+            self.row_split.record(split, (time.perf_counter() - t0) / n)
         return {name: out[i][:, None] for i, name in enumerate(spec.OUTPUT_NAMES)}
 
     __call__ = forward
 
-    def _run(self, x, first, last, heads, threads=None):
+    def _run(self, x, first, last, heads, threads=None, workspace=None):
+        """Stages [first, last) (+ the heads) of batch x -> outputs [8, N]; in `workspace` (ws, scratch) when
+        given (the caller reads it afterwards), else in one lent for this call."""
+        threads = self.threads if threads is None else threads
         p = self.plan
         out = np.empty((len(spec.OUTPUT_NAMES), x.shape[0]), np.float32)
-        self.backend.run_network(x, self._ws, self._scratch, p.image, p.layers, p.alphas, p.weights, p.biases,
-                                 p.gap, p.head_params, p.head_alpha, out, first, last, heads,
-                                 self.threads if threads is None else threads)
+        pair = self._workspaces.take(threads) if workspace is None else workspace
+        try:
+            self.backend.run_network(x, pair[0], pair[1], p.image, p.layers, p.alphas, p.weights, p.biases,
+                                     p.gap, p.head_params, p.head_alpha, out, first, last, heads, threads)
+        finally:
+            if workspace is None:
+                self._workspaces.give(pair)
         return out
 
     # -- stages: for tests and the benchmark ----------------------------------------------------------------
@@ -95,11 +172,13 @@ class Model:
         p = self.plan
         result = {}
         outs = []
-        for n in range(x.shape[0]):
-            outs.append(self._run(x[n:n + 1], 0, len(p.stages), True, threads=1))
-            for st in p.stages:
-                for tensor, (t0, tc) in st.outputs.items():
-                    result.setdefault(tensor, []).append(p.read_slice(self._ws[0], st.dst.buffer, st.dst.c0 + t0, tc))
+        with self._workspaces.lend(1) as workspace:
+            for n in range(x.shape[0]):
+                outs.append(self._run(x[n:n + 1], 0, len(p.stages), True, threads=1, workspace=workspace))
+                for st in p.stages:
+                    for tensor, (t0, tc) in st.outputs.items():
+                        result.setdefault(tensor, []).append(
+                            p.read_slice(workspace[0][0], st.dst.buffer, st.dst.c0 + t0, tc))
         result = {name: np.stack(v) for name, v in result.items()}
         out = np.concatenate(outs, axis=1)
         result.update({name: out[i][:, None] for i, name in enumerate(spec.OUTPUT_NAMES)})
@@ -111,18 +190,20 @@ class Model:
         (the NCHW -> NHWC copy alone) and 'heads'. Warm-up is outside the timings."""
         x = refimpl.check_input(x)
         n_stages = len(self.plan.stages)
-        self._run(x, 0, n_stages, True)
+        threads = self.threads
         ranges = {"input": (0, 0, False)}
         ranges.update({st.name: (i, i + 1, False) for i, st in enumerate(self.plan.stages)})
         ranges["heads"] = (n_stages, n_stages, True)
         times = {}
-        for name, (first, last, heads) in ranges.items():
-            samples = []
-            for _ in range(repeat + 1):
-                t0 = time.perf_counter()
-                self._run(x, first, last, heads)
-                samples.append(time.perf_counter() - t0)
-            times[name] = float(np.median(samples[1:]))
+        with self._workspaces.lend(threads) as workspace:       # one workspace: each stage reads the previous's
+            self._run(x, 0, n_stages, True, threads, workspace)
+            for name, (first, last, heads) in ranges.items():
+                samples = []
+                for _ in range(repeat + 1):
+                    t0 = time.perf_counter()
+                    self._run(x, first, last, heads, threads, workspace)
+                    samples.append(time.perf_counter() - t0)
+                times[name] = float(np.median(samples[1:]))
         return times
 
     def __repr__(self):

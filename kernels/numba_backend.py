@@ -20,6 +20,8 @@ read it. kernels.load() runs one forward on zeros, so no compilation lands in a 
 Flags: none. Numba compiles for the CPU it runs on (AVX2+FMA here, NEON on the Jetson Nano's
 Cortex-A57); no fastmath: llvm.fma is asked for explicitly, the rest is IEEE float32.
 """
+import threading
+
 import numba
 import numpy as np
 from llvmlite import binding as _llvm
@@ -574,6 +576,13 @@ def _run_rows(x, ws, scratch, image, layers, alphas, weights, biases, g, hp, hea
             heads(ws[0], g, hp, head_alpha, out, n, feat, hidden)
 
 
+def thread_limit():
+    """(the most threads this backend can run, why): numba's thread pool, fixed when numba starts."""
+    n = numba.config.NUMBA_NUM_THREADS
+    return n, f"numba's thread pool has {n} (NUMBA_NUM_THREADS, which defaults to the CPU count; set it before " \
+              f"Python starts to allow more)"
+
+
 def run_network(x, ws, scratch, image, layers, alphas, weights, biases, g, head_params, head_alpha, out,
                 first, last, do_heads, threads):
     """threads <= batch: images n = t, t + T, ... run in workspace t (T = threads). threads > batch: the images one
@@ -588,8 +597,25 @@ def run_network(x, ws, scratch, image, layers, alphas, weights, biases, g, head_
         return
     if nt > numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"{nt} threads, but numba has {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)")
-    numba.set_num_threads(nt)
-    (_run_rows if nt > x.shape[0] else _run_parallel)(*args, nt)
+    numba.set_num_threads(nt)                        # per calling thread in numba
+    _launch(_run_rows if nt > x.shape[0] else _run_parallel, (*args, nt))
+
+
+THREADSAFE_LAYERS = ("omp", "tbb")    # numba's workqueue layer aborts the process on concurrent parallel launches
+_launch_lock = threading.Lock()
+_threadsafe_layer = None              # unknown until the first parallel launch picks a threading layer
+
+
+def _launch(parallel_fn, args):
+    """Run a parallel=True executor; one at a time (a lock, without the GIL) unless numba's threading layer is
+    thread-safe, so a Model shared by threads works on every layer (NUMBA_THREADING_LAYER=workqueue included)."""
+    global _threadsafe_layer
+    if _threadsafe_layer:
+        parallel_fn(*args)
+        return
+    with _launch_lock:
+        parallel_fn(*args)
+        _threadsafe_layer = numba.threading_layer() in THREADSAFE_LAYERS
 
 
 globals().update(ops.bind(conv_layer))

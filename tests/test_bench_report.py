@@ -110,7 +110,10 @@ def test_header_says_when_timings_are_disturbed():
 
 def test_peak_is_measured_per_core():
     peak = machine.measure_peak(threads=1, n=128, repeat=2)
-    assert peak["gflops"] > 0 and peak["n"] == 128 and len(peak["seconds"]) == 2
+    assert peak["n"] == 128 and len(peak["seconds"]) == len(peak["cpu_seconds"]) == 2
+    flop = 2.0 * 128 ** 3                       # an n^3 matrix product: n^3 multiply-adds
+    assert peak["gflops"] == pytest.approx(flop / max(min(peak["cpu_seconds"]), 1e-9) / 1e9)    # the best CPU time
+    assert peak["gflops_wall"] == pytest.approx(flop / min(peak["seconds"]) / 1e9)
 
 
 # -- a synthetic result for the formatting, JSON and compare tests ----------------------------------------------
@@ -223,8 +226,11 @@ def test_quick_run_smoke(tmp_path, capsys, no_trt):
     verified = {r["backend"] for r in result["results"] if r["verified"] == "ok"}
     available = {n for n, e in result["backends"].items() if e.get("available")}
     assert verified == available == {"numpy", "onnxruntime"}
+    assert result["model"]["flops_per_image"] == FLOPS          # counted from the graph: the spec's 97.0 MFLOP
     for row in result["results"]:
-        assert row["ms_per_image_median"] > 0 and row["n"] >= 3
+        assert row["n"] >= 3 and row["ms_per_call_min"] <= row["ms_per_call_median"] <= row["ms_per_call_p90"]
+        assert row["ms_per_image_median"] == pytest.approx(row["ms_per_call_median"] / row["batch"])
+        assert row["gflops"] == pytest.approx(FLOPS / (row["ms_per_image_median"] * 1e-3) / 1e9)
     onnx = [r for r in result["results"] if r["backend"] == "onnxruntime"]
     assert all(r["ratio_to_ort"] == pytest.approx(1.0) for r in onnx)
     if "--plot" in argv:
@@ -312,3 +318,116 @@ def test_a_backend_that_breaks_while_timed(monkeypatch, capsys, no_trt):
     assert "FAILED while timing" in text and "while timing: RuntimeError: device lost" in text
     ort = next(l for l in text.splitlines() if l.startswith("onnxruntime") and l.split()[1] == "1")
     assert "FAILED" not in ort and float(ort.split()[3]) > 0            # the other backend still timed
+
+
+# -- the "under load" row: a known background load, always stopped (issue 13, item 15) ----------------------------
+def _gone(pid):
+    """True when process pid has exited (reaped, or a zombie waiting for a parent that is not ours)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_busy_load_starts_one_process_each_and_always_stops_them():
+    from bench.load import BusyLoad
+
+    with BusyLoad(processes=2) as load:
+        assert len(load.pids) == 2 and load.running() == 2
+    assert load.running() == 0 and all(p.returncode is not None for p in load.procs)
+    with pytest.raises(KeyboardInterrupt):
+        with BusyLoad(processes=2) as load:
+            assert load.running() == 2
+            raise KeyboardInterrupt
+    assert load.running() == 0
+
+
+def test_busy_load_processes_end_with_their_parent(tmp_path):
+    """A benchmark killed without cleanup (os._exit, SIGKILL) must not leave its load spinning."""
+    import subprocess
+    import time
+
+    code = "import os, sys\nfrom bench.load import BusyLoad\nload = BusyLoad(2).__enter__()\n" \
+           "print(' '.join(map(str, load.pids)), flush=True)\nos._exit(0)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in done.stdout.split()]
+    assert len(pids) == 2, done.stderr
+    deadline = time.monotonic() + 20
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in pids)
+
+
+class RecordingLoad:
+    """bench.load.BusyLoad that remembers its instances, to check they were stopped."""
+    made = []
+
+    def __new__(cls, processes):
+        from bench.load import BusyLoad
+
+        load = BusyLoad(processes)
+        cls.made.append(load)
+        return load
+
+
+def _under_load_backends():
+    import kernels
+
+    return [n for n in kernels.available_backends() if kernels.backend(n).thread_limit()[0] >= 2]
+
+
+def test_under_load_measures_each_kernel_at_1_and_n_threads_and_stops_the_load(monkeypatch):
+    backends = _under_load_backends()
+    if not backends:
+        pytest.skip("no kernels backend that runs 2 threads here")
+    RecordingLoad.made = []
+    opts = bench_run.Options(budget=0.05, min_samples=3)
+    section = bench_run.under_load(backends, 2, bench_run.Reference(MODEL, golden.DEFAULT_GOLDEN), opts,
+                                   busy_load=RecordingLoad)
+    (load,) = RecordingLoad.made
+    assert load.processes == machine.cores()[0] == section["load_processes"]
+    assert section["load_running"] == load.processes and load.running() == 0
+    rows = {(r["backend"], r["threads"]): r for r in section["rows"]}
+    assert set(rows) == {(b, t) for b in backends for t in (1, 2)}
+    for (backend, threads), row in rows.items():
+        assert row["verified"] == "ok" and row["n"] >= 3
+        assert row["ratio_to_1_thread"] == pytest.approx(row["ms_per_call_median"] /
+                                                         rows[backend, 1]["ms_per_call_median"])
+        assert row["p90_over_median"] == pytest.approx(row["ms_per_call_p90"] / row["ms_per_call_median"])
+        if threads == 2:                        # every timed batch-1 call counted, split or on one thread
+            assert row["row_split"]["split"] + row["row_split"]["single"] == row["n"]
+    text = "\n".join(report.under_load_lines({"under_load": section}))
+    assert text.startswith(f"Under load: batch 1 while {load.processes} busy-loop processes")
+    for backend in backends:
+        assert sum(line.startswith(f"  {bk.LABELS[backend]:<18}") for line in text.splitlines()) == 2
+
+
+def test_under_load_stops_the_load_on_ctrl_c(monkeypatch):
+    backends = _under_load_backends()[:1]
+    if not backends:
+        pytest.skip("no kernels backend that runs 2 threads here")
+    RecordingLoad.made = []
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_run, "_time_interleaved", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.under_load(backends, 2, bench_run.Reference(MODEL, golden.DEFAULT_GOLDEN),
+                             bench_run.Options(budget=0.05, min_samples=3), busy_load=RecordingLoad)
+    assert len(RecordingLoad.made) == 1 and RecordingLoad.made[0].running() == 0
+
+
+def test_python_m_bench_prints_the_under_load_rows(capsys, no_trt, monkeypatch):
+    backends = _under_load_backends()
+    if not backends:
+        pytest.skip("no kernels backend that runs 2 threads here")
+    argv = TINY[:-3] + ["--threads", "1,2", "--batches", "1", "--under-load", "--no-progress", "--backends",
+                        ",".join(backends)]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "\nUnder load: batch 1 while" in text and "target: 2 threads within 1.5x of 1 thread" in text
+    quick = cli.parse_args(["--quick"])
+    assert quick.under_load is None and bench_run.quick_options().under_load is False
+    assert bench_run.Options().under_load is True
