@@ -69,7 +69,8 @@ def test_chips_in_every_accepted_form_agree(reference):
     (np.zeros((8, 8, 2), np.uint8), "shape"),
     (np.zeros((0, 8, 3), np.uint8), "no pixels"),
     (np.zeros((2, 2, 8, 8, 3), np.uint8), "shape"),
-    ("not an array", "shape"),
+    ("not an array", "cannot read the file"),                  # a str is a path to an image file
+    (np.zeros(5, np.uint8), "shape"),
 ])
 def test_bad_chip_arrays_raise_image_error(reference, bad, match):
     with pytest.raises(ImageError, match=match):
