@@ -22,6 +22,7 @@ from .images import as_picture
 INSTALL_HINT = "pip install 'agegender-kit[detect]'"
 DETECT_MAX_SIDE = 1024   # photos are searched at most this large (then upsampled once), landmarks at full size
 LANDMARK_MARGIN = 1.0    # landmarks read the face box and this many box sizes around it (dlib's features lie within)
+LANDMARK_MAX_SIDE = 1024  # larger face boxes get their landmarks on a block-averaged crop
 UPSAMPLE = 1             # one 2x upsampling: the 80 px HOG window then finds faces from about 40 px
 
 
@@ -98,14 +99,29 @@ class FaceDetector:
         return found
 
     def _landmarks(self, picture, box):
-        """float [5, 2] landmarks in photo pixels, found on the full-resolution crop around box (l, t, r, b)."""
+        """float [5, 2] landmarks in photo pixels, found on the full-resolution crop around box (l, t, r, b).
+
+        A face box wider than LANDMARK_MAX_SIDE is measured on that crop averaged over k x k
+        blocks (k brings the box to LANDMARK_MAX_SIDE or less): memory stays bounded however
+        large the face, and a pixel there is still a fraction of a pixel of the 200 px chip.
+        """
         left, top, right, bottom = box
-        margin = int(LANDMARK_MARGIN * max(right - left + 1, bottom - top + 1)) + 2
+        side = max(right - left + 1, bottom - top + 1)
+        margin = int(LANDMARK_MARGIN * side) + 2
         x0, x1 = _span(left - margin, right + 1 + margin, picture.width)
         y0, y1 = _span(top - margin, bottom + 1 + margin, picture.height)
-        crop = np.ascontiguousarray(picture.region(x0, y0, x1, y1), dtype=np.uint8)
-        shape = self._predictor(crop, self._dlib.rectangle(left - x0, top - y0, right - x0, bottom - y0))
-        return np.array([[p.x + x0, p.y + y0] for p in shape.parts()], dtype=np.float64)
+        k = max(1, int(np.ceil(side / LANDMARK_MAX_SIDE)))
+        if min(x1 - x0, y1 - y0) < k:                         # a sliver of a box at the photo's edge
+            k = 1
+        if k == 1:
+            crop = np.ascontiguousarray(picture.region(x0, y0, x1, y1), dtype=np.uint8)
+        else:
+            crop = _block_mean(picture, x0, y0, x1, y1, k)
+        rect = self._dlib.rectangle(int((left - x0) // k), int((top - y0) // k),
+                                    int((right - x0) // k), int((bottom - y0) // k))
+        shape = self._predictor(crop, rect)
+        centre = (k - 1) / 2                                  # block i covers photo pixels x0 + i*k .. x0 + i*k + k-1
+        return np.array([[p.x * k + centre + x0, p.y * k + centre + y0] for p in shape.parts()], dtype=np.float64)
 
 
 def _span(start, stop, size):
@@ -115,21 +131,26 @@ def _span(start, stop, size):
 
 
 def _shrink(picture, max_side):
-    """Block-average by the smallest integer k that brings the longer side to max_side or less -> (uint8 RGB, k).
-
-    Read a band of rows at a time: the sums are exact integers, so this is the whole-image mean, rounded."""
+    """Block-average by the smallest integer k that brings the longer side to max_side or less -> (uint8 RGB, k)."""
     k = int(np.ceil(max(picture.height, picture.width) / max_side))
     if k <= 1:
         return np.ascontiguousarray(np.asarray(picture), dtype=np.uint8), 1
-    h, w = picture.height // k * k, picture.width // k * k
+    return _block_mean(picture, 0, 0, picture.width // k * k, picture.height // k * k, k), k
+
+
+def _block_mean(picture, x0, y0, x1, y1, k):
+    """uint8 RGB mean of the region [y0:y1, x0:x1] over k x k blocks (sides cut to multiples of k), rounded.
+
+    Read a band of rows at a time: the sums are exact integers, so this equals the mean of the whole region."""
+    h, w = (y1 - y0) // k * k, (x1 - x0) // k * k
     small = np.empty((h // k, w // k, 3), np.uint8)
     rows = picture.band_rows(k)
     for top in range(0, h, rows):
-        band = picture.region(0, top, w, min(top + rows, h))
+        band = picture.region(x0, y0 + top, x0 + w, y0 + min(top + rows, h))
         n = band.shape[0] // k
         sums = band.reshape(n, k, w // k, k, 3).sum(axis=(1, 3), dtype=np.int64)
         small[top // k:top // k + n] = np.round(sums / (k * k))
-    return small, k
+    return small
 
 
 def _clip_box(box, shape):
