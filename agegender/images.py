@@ -283,6 +283,8 @@ def as_picture(image):
     if isinstance(image, Picture):
         return image
     if is_pil_image(image):
+        if image.size[0] <= 0 or image.size[1] <= 0:
+            raise ImageError(f"the image is {image.size[0]} x {image.size[1]} pixels: it has no pixels")
         picture = Picture(image)
         picture.region(0, 0, min(1, picture.width), min(1, picture.height))   # an unconvertible mode fails now
         return picture
