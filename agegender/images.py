@@ -106,6 +106,10 @@ def _open(Image, source, formats):
             Image.init()
     opened = open(source, "rb") if isinstance(source, (str, os.PathLike)) else None
     fp = opened or source
+    try:
+        fp.seek(0)
+    except (AttributeError, io.UnsupportedOperation):                 # a pipe: read it whole, as Image.open does
+        fp = io.BytesIO(fp.read())
     filename = os.fspath(source) if opened else ""
     try:
         prefix = fp.read(16)

@@ -276,3 +276,19 @@ def test_fuzz_arrays_through_predict(estimator, data):
     assert len(faces) == 1 and np.isfinite(faces[0].age)
     if detect.available():
         assert isinstance(estimator.predict(image), list)
+
+
+def test_a_stream_that_cannot_seek_is_read_whole(rgb):
+    """A pipe (no seek) is read into memory first, as Image.open does."""
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self._data = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            return self._data.readinto(buffer)
+
+    got = read_image(io.BufferedReader(Pipe(encode(rgb, "PNG"))))
+    np.testing.assert_array_equal(got, rgb)
