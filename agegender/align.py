@@ -25,6 +25,7 @@ DLIB_5_TEMPLATE = np.array([
 ])
 CHIP_SIZE = 200        # UTKFace chips are 200 x 200
 CHIP_PADDING = 0.2     # dlib's C++ default; the chips' landmarks sit where this padding puts them
+BLOCK_MEAN_PIXELS = 1 << 20   # photo pixels averaged at a time (each band costs 12 bytes a pixel as float32)
 
 
 def template_points(size=CHIP_SIZE, padding=CHIP_PADDING):
@@ -64,38 +65,66 @@ def chip_transform(landmarks, size=CHIP_SIZE, padding=CHIP_PADDING):
 
 
 def extract_chip(image, chip_to_image, size=CHIP_SIZE):
-    """uint8 [H, W, 3] photo, [2, 3] chip->photo map -> uint8 [size, size, 3] chip, bilinear, black outside.
+    """uint8 [H, W, C] photo or images.Picture, [2, 3] chip->photo map -> uint8 [size, size, C] chip, bilinear,
+    black outside.
 
     When one chip pixel covers more than two photo pixels, the photo is first averaged
     over k x k blocks (k = the integer scale), so a large face is not aliased; dlib
-    uses an image pyramid for the same reason.
+    uses an image pyramid for the same reason. Only the photo region under the chip is
+    read (a band at a time when averaging), never the whole photo.
     """
-    image = np.asarray(image)
     a = np.asarray(chip_to_image, np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(a[:, :2]))))
     k = int(scale + 1e-6) if scale >= 2 - 1e-6 else 1    # 1e-6: det() of an exact 4x map can be 15.99999
     if k > 1:
         image, a = _block_mean_around(image, a, size, k)
+        x0 = y0 = 0
+    else:
+        (x0, y0, x1, y1), channels = _region_under(image, a, size, 1), _channels(image)
+        if x1 <= x0 or y1 <= y0:                                   # the chip lies wholly outside the photo
+            return np.zeros((size, size) + channels, np.uint8)
+        image = _read(image, x0, y0, x1, y1)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     px = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
     py = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
-    return bilinear(image, px, py)
+    return bilinear(image, px - x0, py - y0)                       # exact: x0, y0 are whole and px >= x0 where read
+
+
+def _region_under(image, a, size, margin):
+    """(x0, y0, x1, y1): the photo pixels the chip's corners span, plus margin, clipped to the photo."""
+    corners = a[:, :2] @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1]]) + a[:, 2:]
+    h, w = image.shape[:2]
+    x0 = int(np.clip(np.floor(corners[0].min()) - margin, 0, w))
+    y0 = int(np.clip(np.floor(corners[1].min()) - margin, 0, h))
+    x1 = int(np.clip(np.ceil(corners[0].max()) + margin + 1, 0, w))
+    y1 = int(np.clip(np.ceil(corners[1].max()) + margin + 1, 0, h))
+    return x0, y0, x1, y1
+
+
+def _channels(image):
+    return tuple(image.shape[2:3]) if len(image.shape) > 2 else ()
+
+
+def _read(image, x0, y0, x1, y1):
+    """Pixels [y0:y1, x0:x1] of an array or of an images.Picture (which converts just that region)."""
+    if hasattr(image, "region"):
+        return image.region(x0, y0, x1, y1)
+    return np.asarray(image)[y0:y1, x0:x1]
 
 
 def _block_mean_around(image, a, size, k):
     """Average the photo region under the chip over k x k blocks; returns it and the map into it."""
-    corners = a[:, :2] @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1]]) + a[:, 2:]
-    h, w = image.shape[:2]
-    x0 = int(np.clip(np.floor(corners[0].min()) - k, 0, w))
-    y0 = int(np.clip(np.floor(corners[1].min()) - k, 0, h))
-    x1 = int(np.clip(np.ceil(corners[0].max()) + k + 1, 0, w))
-    y1 = int(np.clip(np.ceil(corners[1].max()) + k + 1, 0, h))
+    x0, y0, x1, y1 = _region_under(image, a, size, k)
     x1, y1 = x0 + (x1 - x0) // k * k, y0 + (y1 - y0) // k * k
-    region = image[y0:y1, x0:x1].astype(np.float32)
-    if region.shape[0] == 0 or region.shape[1] == 0:           # the chip lies wholly outside the photo
-        return np.zeros((1, 1, image.shape[2]), image.dtype), np.array([[0, 0, -2.0], [0, 0, -2.0]])
-    hh, ww = region.shape[0] // k, region.shape[1] // k
-    reduced = region.reshape(hh, k, ww, k, -1).mean(axis=(1, 3))
+    hh, ww = max(y1 - y0, 0) // k, max(x1 - x0, 0) // k
+    if hh == 0 or ww == 0:                                       # the chip lies wholly outside the photo
+        return np.zeros((1, 1) + _channels(image), np.uint8), np.array([[0, 0, -2.0], [0, 0, -2.0]])
+    reduced = np.empty((hh, ww, (_channels(image) or (1,))[0]), np.float32)
+    group = max(1, BLOCK_MEAN_PIXELS // (k * k * ww))             # k x k block rows averaged at a time
+    for start in range(0, hh, group):
+        stop = min(start + group, hh)
+        band = _read(image, x0, y0 + start * k, x1, y0 + stop * k).astype(np.float32)
+        reduced[start:stop] = band.reshape(stop - start, k, ww, k, -1).mean(axis=(1, 3))
     # photo pixel centre p maps to reduced coordinate (p - origin + 0.5) / k - 0.5
     to_reduced = np.array([[1 / k, 0, (0.5 - x0) / k - 0.5], [0, 1 / k, (0.5 - y0) / k - 0.5], [0, 0, 1]])
     return reduced, (to_reduced @ np.vstack([a, [0, 0, 1]]))[:2]

@@ -215,10 +215,10 @@ class PredictRun:
 
     def add(self, file, root):
         from . import align
-        from .images import read_image
+        from .images import read_picture
 
         try:
-            rgb = read_image(file, self.max_pixels)
+            rgb = read_picture(file, self.max_pixels)      # pixels stay in the decoder's buffer
             if self.args.chips:
                 detections, chips = [None], [rgb]
             else:

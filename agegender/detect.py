@@ -17,9 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DetectorUnavailableError
+from .images import as_picture
 
 INSTALL_HINT = "pip install 'agegender-kit[detect]'"
 DETECT_MAX_SIDE = 1024   # photos are searched at most this large (then upsampled once), landmarks at full size
+LANDMARK_MARGIN = 1.0    # landmarks read the face box and this many box sizes around it (dlib's features lie within)
+LANDMARK_MAX_SIDE = 1024  # larger face boxes get their landmarks on a block-averaged crop
 UPSAMPLE = 1             # one 2x upsampling: the 80 px HOG window then finds faces from about 40 px
 
 
@@ -76,34 +79,82 @@ class FaceDetector:
         self.upsample, self.max_side, self.threshold = upsample, max_side, threshold
         self._lock = threading.Lock()   # dlib does not promise thread safety for these objects: one call at a time
 
-    def __call__(self, rgb):
-        """uint8 RGB [H, W, 3] -> list of Detection, largest face first."""
-        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        small, k = _shrink(rgb, self.max_side)
+    def __call__(self, image):
+        """uint8 RGB [H, W, 3] or an images.Picture -> list of Detection, largest face first.
+
+        Faces are searched on a copy shrunk to max_side (read band by band); each face's
+        landmarks are found at full resolution on the pixels around its box only.
+        """
+        picture = as_picture(image)
+        small, k = _shrink(picture, self.max_side)
         with self._lock:
             rects, scores, _ = self._detector.run(small, self.upsample, self.threshold)
             found = []
             for rect, score in zip(rects, scores):
-                box = self._dlib.rectangle(int(rect.left() * k), int(rect.top() * k),
-                                           int((rect.right() + 1) * k - 1), int((rect.bottom() + 1) * k - 1))
-                shape = self._predictor(rgb, box)
-                points = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
-                found.append(Detection(_clip_box(box, rgb.shape), points, float(score)))
+                box = (int(rect.left() * k), int(rect.top() * k),
+                       int((rect.right() + 1) * k - 1), int((rect.bottom() + 1) * k - 1))
+                points = self._landmarks(picture, box)
+                found.append(Detection(_clip_box(box, picture.shape), points, float(score)))
         found.sort(key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
         return found
 
+    def _landmarks(self, picture, box):
+        """float [5, 2] landmarks in photo pixels, found on the full-resolution crop around box (l, t, r, b).
 
-def _shrink(rgb, max_side):
-    """Block-average by the smallest integer k that brings the longer side to max_side or less."""
-    k = int(np.ceil(max(rgb.shape[:2]) / max_side))
+        A face box wider than LANDMARK_MAX_SIDE is measured on that crop averaged over k x k
+        blocks (k brings the box to LANDMARK_MAX_SIDE or less): memory stays bounded however
+        large the face, and a pixel there is still a fraction of a pixel of the 200 px chip.
+        """
+        left, top, right, bottom = box
+        side = max(right - left + 1, bottom - top + 1)
+        margin = int(LANDMARK_MARGIN * side) + 2
+        x0, x1 = _span(left - margin, right + 1 + margin, picture.width)
+        y0, y1 = _span(top - margin, bottom + 1 + margin, picture.height)
+        k = max(1, int(np.ceil(side / LANDMARK_MAX_SIDE)))
+        if min(x1 - x0, y1 - y0) < k:                         # a sliver of a box at the photo's edge
+            k = 1
+        if k == 1:
+            crop = np.ascontiguousarray(picture.region(x0, y0, x1, y1), dtype=np.uint8)
+        else:
+            crop = _block_mean(picture, x0, y0, x1, y1, k)
+        rect = self._dlib.rectangle(int((left - x0) // k), int((top - y0) // k),
+                                    int((right - x0) // k), int((bottom - y0) // k))
+        shape = self._predictor(crop, rect)
+        centre = (k - 1) / 2                                  # block i covers photo pixels x0 + i*k .. x0 + i*k + k-1
+        return np.array([[p.x * k + centre + x0, p.y * k + centre + y0] for p in shape.parts()], dtype=np.float64)
+
+
+def _span(start, stop, size):
+    """[start, stop) clipped to [0, size), at least one pixel wide."""
+    start = int(np.clip(start, 0, size - 1))
+    return start, int(np.clip(stop, start + 1, size))
+
+
+def _shrink(picture, max_side):
+    """Block-average by the smallest integer k that brings the longer side to max_side or less -> (uint8 RGB, k)."""
+    k = int(np.ceil(max(picture.height, picture.width) / max_side))
     if k <= 1:
-        return rgb, 1
-    h, w = rgb.shape[0] // k * k, rgb.shape[1] // k * k
-    small = rgb[:h, :w].reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
-    return np.ascontiguousarray(np.round(small), dtype=np.uint8), k
+        return np.ascontiguousarray(np.asarray(picture), dtype=np.uint8), 1
+    return _block_mean(picture, 0, 0, picture.width // k * k, picture.height // k * k, k), k
 
 
-def _clip_box(rect, shape):
+def _block_mean(picture, x0, y0, x1, y1, k):
+    """uint8 RGB mean of the region [y0:y1, x0:x1] over k x k blocks (sides cut to multiples of k), rounded.
+
+    Read a band of rows at a time: the sums are exact integers, so this equals the mean of the whole region."""
+    h, w = (y1 - y0) // k * k, (x1 - x0) // k * k
+    small = np.empty((h // k, w // k, 3), np.uint8)
+    rows = picture.band_rows(k)
+    for top in range(0, h, rows):
+        band = picture.region(x0, y0 + top, x0 + w, y0 + min(top + rows, h))
+        n = band.shape[0] // k
+        sums = band.reshape(n, k, w // k, k, 3).sum(axis=(1, 3), dtype=np.int64)
+        small[top // k:top // k + n] = np.round(sums / (k * k))
+    return small
+
+
+def _clip_box(box, shape):
     h, w = shape[:2]
-    return (int(np.clip(rect.left(), 0, w - 1)), int(np.clip(rect.top(), 0, h - 1)),
-            int(np.clip(rect.right(), 0, w - 1)), int(np.clip(rect.bottom(), 0, h - 1)))
+    left, top, right, bottom = box
+    return (int(np.clip(left, 0, w - 1)), int(np.clip(top, 0, h - 1)),
+            int(np.clip(right, 0, w - 1)), int(np.clip(bottom, 0, h - 1)))

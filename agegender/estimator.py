@@ -9,6 +9,10 @@
 A photo goes through: detect.FaceDetector (faces + dlib's 5 landmarks) -> align
 (UTKFace's dlib chip, 200 x 200) -> refimpl.preprocess (64 x 64) -> the network in
 batches. One Estimator may be shared by threads.
+
+Memory: a photo stays in its decoder's buffer (images.Picture); detection reads a
+shrunk copy, landmarks and chips read the pixels around each face, and a large chip
+is resized band by band, so nothing holds a full-size copy (uint8 or float) of it.
 """
 import threading
 from dataclasses import dataclass, field
@@ -19,10 +23,11 @@ import refimpl
 
 from . import align, backends, detect
 from .errors import ImageError
-from .images import as_rgb, read_image
+from .images import BAND_PIXELS, Picture, as_picture, as_rgb, is_pil_image, read_picture
 
 HEADS = ("age_final", "gender_final", "age_virtual", "gender_virtual", "age_low", "gender_low")
 BATCH_SIZE = 64
+BATCH_PIXELS = 4_000_000     # chip pixels preprocessed in one go: bounds the float copies (12 bytes per pixel each)
 
 
 @dataclass(frozen=True)
@@ -90,11 +95,11 @@ class Estimator:
             return self._detector
 
     def find_faces(self, image):
-        """Photo (path, bytes or array) -> [(Detection, uint8 chip [200, 200, 3])], largest face first."""
-        rgb = load_rgb(image)
+        """Photo (path, bytes, PIL image or array) -> [(Detection, uint8 chip [200, 200, 3])], largest face first."""
+        picture = load_picture(image)
         found = []
-        for detection in self.detector(rgb):
-            chip = align.extract_chip(rgb, align.chip_transform(detection.landmarks))
+        for detection in self.detector(picture):
+            chip = align.extract_chip(picture, align.chip_transform(detection.landmarks))
             found.append((detection, chip))
         return found
 
@@ -111,7 +116,8 @@ class Estimator:
     def predict_chips(self, chips):
         """Aligned face chips -> list of Face with the whole chip as box.
 
-        chips: one uint8 chip [H, W], [H, W, 3] or [H, W, 4]; a batch uint8 [N, H, W, 3]; or a list of chips.
+        chips: one chip or a list of chips, each a uint8 array [H, W], [H, W, 3] or [H, W, 4], a PIL image
+        of any mode, or a path or bytes of an image file; or a batch uint8 [N, H, W, 3].
         """
         chips = split_chips(chips)
         outputs = self.estimate(chips)
@@ -120,8 +126,8 @@ class Estimator:
         return make_faces(outputs, boxes, none, none, none)
 
     def estimate(self, chips):
-        """List of uint8 chips -> {output name: float32 [N]}, the network run in batches of batch_size."""
-        chips = [as_rgb(c) for c in chips]                # no copy for the uint8 RGB chips of the aligner
+        """List of chips (uint8 arrays, PIL images, Pictures) -> {output name: float32 [N]}, batch_size at a time."""
+        chips = [as_chip(c) for c in chips]               # no copy for the uint8 RGB chips of the aligner
         if len(chips) == 0:
             return {name: np.zeros(0, np.float32) for name in refimpl.spec.OUTPUT_NAMES}
         parts = []
@@ -137,19 +143,35 @@ class Estimator:
             return self.model.forward(x)
 
 
-def load_rgb(image):
-    """Path, bytes, PIL image or array -> uint8 RGB [H, W, 3]. Raises ImageError."""
-    if isinstance(image, (str, bytes, bytearray, memoryview)) or hasattr(image, "__fspath__"):
-        return read_image(image)
-    return as_rgb(image)
+def is_file_source(image):
+    """Whether `image` names or holds an image file (a path or bytes), rather than pixels."""
+    return isinstance(image, (str, bytes, bytearray, memoryview)) or hasattr(image, "__fspath__")
+
+
+def load_picture(image):
+    """Path, bytes, PIL image, Picture or array -> images.Picture (no full-size copy of a file's pixels)."""
+    return read_picture(image) if is_file_source(image) else as_picture(image)
+
+
+def as_chip(chip):
+    """A chip for preprocess_batch: a uint8 RGB array, or a Picture for a large PIL image or file. Raises ImageError."""
+    if is_file_source(chip):
+        chip = read_picture(chip)
+    elif is_pil_image(chip):
+        chip = as_picture(chip)
+    if isinstance(chip, Picture):
+        return chip if chip.height * chip.width > BATCH_PIXELS else np.asarray(chip)
+    return as_rgb(chip)
 
 
 def preprocess_batch(chips):
-    """uint8 RGB chips -> float32 [N, 3, 64, 64]: refimpl.preprocess's resize, as two matrix products per size.
+    """uint8 RGB chips (or Pictures) -> float32 [N, 3, 64, 64]: refimpl.preprocess's resize as matrix products.
 
     The same antialiased linear resize (refimpl.preprocess.resize_matrix), applied to all
     chips of one size at once; equal to refimpl.preprocess up to float32 summation order
     (tests/test_estimator.py checks 1e-6), and several times faster for 200 x 200 chips.
+    Chips of one size go in groups of at most BATCH_PIXELS pixels, and a chip larger than
+    that is resized band by band, so the float copies stay bounded whatever the chips' size.
     """
     from refimpl.preprocess import resize_matrix
 
@@ -159,19 +181,44 @@ def preprocess_batch(chips):
     for i, chip in enumerate(chips):
         by_size.setdefault(chip.shape[:2], []).append(i)
     for (h, w), index in by_size.items():
-        n = len(index)
-        planes = np.stack([chips[i] for i in index]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
         rows = resize_matrix(h, out_h).astype(np.float32)                            # [64, H]
         cols = resize_matrix(w, out_w).astype(np.float32)                            # [64, W]
-        across = (planes.reshape(n * 3 * h, w) @ cols.T).reshape(n * 3, h, out_w)   # [3n, H, 64]
-        x[index] = np.clip(np.matmul(rows, across), 0.0, 1.0).reshape(n, 3, out_h, out_w)
+        if h * w > BATCH_PIXELS:
+            for i in index:
+                x[i] = _resize_in_bands(as_picture(chips[i]), rows, cols)
+            continue
+        group = max(1, BATCH_PIXELS // (h * w))
+        for start in range(0, len(index), group):
+            part = index[start:start + group]
+            n = len(part)
+            planes = np.stack([chips[i] for i in part]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+            across = (planes.reshape(n * 3 * h, w) @ cols.T).reshape(n * 3, h, out_w)   # [3n, H, 64]
+            x[part] = np.clip(np.matmul(rows, across), 0.0, 1.0).reshape(n, 3, out_h, out_w)
     return x
 
 
+def _resize_in_bands(picture, rows, cols):
+    """One large chip (a Picture) -> float32 [3, 64, 64]: preprocess_batch's products, a band of rows at a time.
+
+    The first product is row-wise, so bands give the same sums; only uint8 bands and the
+    [3, H, 64] intermediate are held (bands of at least 128 rows: enough that BLAS takes its
+    usual path, which measured bit-identical to the one-piece product)."""
+    h, w = picture.height, picture.width
+    across = np.empty((3, h, cols.shape[0]), np.float32)                             # [3, H, 64]
+    for top, band in picture.bands(max(128, BAND_PIXELS // w)):
+        n = band.shape[0]
+        planes = np.empty((3, n, w), np.float32)                                     # [3, n, W]
+        np.divide(band.transpose(2, 0, 1), np.float32(255), out=planes)              # = astype(float32) / 255
+        across[:, top:top + n] = (planes.reshape(3 * n, w) @ cols.T).reshape(3, n, -1)
+    return np.clip(np.matmul(rows, across), 0.0, 1.0)
+
+
 def split_chips(chips):
-    """One chip, a [N, H, W, C] batch or a list -> list of uint8 RGB chips. Raises ImageError."""
+    """One chip, a [N, H, W, C] batch or a list -> list of chips for estimate(). Raises ImageError."""
     if isinstance(chips, (list, tuple)):
-        return [as_rgb(c) for c in chips]
+        return [as_chip(c) for c in chips]
+    if isinstance(chips, Picture) or is_pil_image(chips) or is_file_source(chips):
+        return [as_chip(chips)]                        # one PIL image: never read as an array (CMYK is not RGBA)
     array = np.asarray(chips)
     if array.ndim == 4:
         return [as_rgb(c) for c in array]

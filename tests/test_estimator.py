@@ -64,12 +64,76 @@ def test_chips_in_every_accepted_form_agree(reference):
     assert batch == as_list == opaque
 
 
+class FingerprintModel:
+    """A stand-in network whose outputs for sample i are a weighted sum of sample i's pixels alone.
+
+    The sum runs over one sample's contiguous [3, 64, 64] block in the same order whatever the
+    batch, so any batching gives bit-identical outputs: a dropped, repeated or reordered chip, or a
+    chip preprocessed differently in a large batch, changes the results. Records the batch sizes.
+    """
+    thread_safe = True
+
+    def __init__(self):
+        self.weights = np.random.default_rng(0).random(refimpl.spec.INPUT_SHAPE)
+        self.batches = []
+
+    def forward(self, x):
+        refimpl.check_input(x)
+        self.batches.append(len(x))
+        value = (x.astype(np.float64) * self.weights).sum(axis=(1, 2, 3)) / self.weights.sum()
+        return {name: (value + i).astype(np.float32)[:, None] for i, name in enumerate(refimpl.spec.OUTPUT_NAMES)}
+
+
+@pytest.mark.parametrize("count, batches", [(65, [64, 1]), (130, [64, 64, 2])])
+def test_more_chips_than_one_batch_equal_one_by_one(count, batches):
+    """65 and 130 chips: split into batches of 64 (the default), every chip's result exactly its own."""
+    model = FingerprintModel()
+    estimator = Estimator.from_model(model)
+    chips = random_chips(count, seed=count)
+    together = estimator.predict_chips(chips)
+    assert model.batches == batches
+    alone = [estimator.predict_chips(chip)[0] for chip in chips]
+    assert [f.heads for f in together] == [f.heads for f in alone]
+    assert len({f.age for f in alone}) == count                         # the fingerprints tell the chips apart
+
+
+def test_more_chips_than_one_batch_through_the_network(reference):
+    """130 chips with the reference network: the chips at the batch seams (63, 64 | 65 ... 128 | 129, 130)
+    against each alone."""
+    chips = random_chips(130, seed=6)
+    seams = [0, 62, 63, 64, 65, 126, 127, 128, 129]
+    everything = reference.predict_chips(chips)
+    assert len(everything) == 130
+    together = [everything[i] for i in seams]
+    alone = [reference.predict_chips(chips[i])[0] for i in seams]
+    # batch of 64 vs 1: the same arithmetic per image in float32, summed in another order; allow ulps
+    np.testing.assert_allclose([f.age for f in together], [f.age for f in alone], rtol=1e-5)
+    np.testing.assert_allclose([f.male_probability for f in together], [f.male_probability for f in alone],
+                               rtol=0, atol=1e-5)
+
+
+def test_a_large_chip_is_resized_in_bands_as_refimpl_does():
+    """A chip above BATCH_PIXELS (array or PIL image) goes band by band; same resize as refimpl.preprocess
+    (1e-6: float32 sums of up to ~50 terms per output in another order), and as the one-piece product."""
+    from PIL import Image
+
+    from agegender import estimator as module
+
+    chip = np.ascontiguousarray(random_chips(1, size=2600, seed=9)[0][:, :1700])      # 4.4 megapixels
+    assert chip.shape[0] * chip.shape[1] > module.BATCH_PIXELS
+    want = refimpl.preprocess(chip)
+    for form in (chip, Image.fromarray(chip)):
+        got = preprocess_batch([module.as_chip(form)])[0]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((8, 8, 3), np.float32), "dtype"),
     (np.zeros((8, 8, 2), np.uint8), "shape"),
     (np.zeros((0, 8, 3), np.uint8), "no pixels"),
     (np.zeros((2, 2, 8, 8, 3), np.uint8), "shape"),
-    ("not an array", "shape"),
+    ("not an array", "cannot read the file"),                  # a str is a path to an image file
+    (np.zeros(5, np.uint8), "shape"),
 ])
 def test_bad_chip_arrays_raise_image_error(reference, bad, match):
     with pytest.raises(ImageError, match=match):

@@ -143,6 +143,70 @@ def test_exif_rotated_gray_and_cmyk_photos_find_the_same_face(tmp_path):
         assert np.abs(np.subtract(faces[0].box, upright[0].box)).max() <= 8, (name, faces[0].box, upright[0].box)
 
 
+def _canvas(chips_at, width, height, background=110):
+    """A gray photo with each (uint8 chip, scale, (left, top)) pasted in, resized by PIL (independent of align.py)."""
+    from PIL import Image
+
+    canvas = Image.new("RGB", (width, height), (background,) * 3)
+    for chip, scale, corner in chips_at:
+        size = int(round(chip.shape[0] * scale))
+        canvas.paste(Image.fromarray(chip).resize((size, size), Image.BILINEAR), corner)
+    return np.asarray(canvas)
+
+
+def test_a_photo_with_two_faces_gives_each_face_as_it_gives_it_alone():
+    """Two UTKFace chips side by side: two faces, a box around each, and each face's chip, box and age as in
+    the same photo with only that face.
+
+    Bound: the faces are 580 px apart, more than the HOG window and the landmark crop (the box and one box
+    size around it) reach, so each face's detection and chip see the same pixels with or without the
+    other face: the chips must be identical. The network then runs a batch of 2 against a batch of 1:
+    the same float32 arithmetic per image summed in another order, a relative 1e-5 at most.
+    """
+    needs_detector()
+    chips = [read_image(path) for path in utkface_chips(2, offset=30, step=211)]
+    corners = [(60, 80), (640, 80)]
+    pair = _canvas([(chips[0], 1.3, corners[0]), (chips[1], 1.3, corners[1])], 1000, 420)
+    estimator = Estimator()
+    faces = estimator.predict(pair)
+    assert len(faces) == 2, f"{len(faces)} faces found in the two-face photo"
+    faces.sort(key=lambda f: f.box[0])
+    for face, (left, top) in zip(faces, corners):
+        centre = (left + 130, top + 130)                                 # the pasted chip's centre (260 px chip)
+        assert face.box[0] < centre[0] < face.box[2] and face.box[1] < centre[1] < face.box[3], face.box
+    for i, face in enumerate(faces):
+        alone = estimator.predict(_canvas([(chips[i], 1.3, corners[i])], 1000, 420))
+        assert len(alone) == 1
+        assert alone[0].box == face.box
+        np.testing.assert_array_equal(alone[0].chip, face.chip)
+        np.testing.assert_allclose(face.age, alone[0].age, rtol=1e-5)
+        np.testing.assert_allclose(face.male_probability, alone[0].male_probability, rtol=0, atol=1e-5)
+
+
+def test_a_face_larger_than_the_landmark_limit_is_measured_on_an_averaged_crop(monkeypatch):
+    """A face box wider than LANDMARK_MAX_SIDE (a UTKFace chip pasted at 12x, a box of about 1300 px) gets its
+    landmarks on a crop averaged over 2 x 2 blocks. Measured in chip pixels (photo pixels / the chip's scale),
+    they stay within 1 on average and 2 at most of the landmarks found at full resolution: the spread of
+    dlib's own landmarks around the template on UTKFace chips (1.5 px, align.py). The chips then differ by a
+    few gray levels in the mean, against tens between different faces."""
+    needs_detector()
+    from agegender import detect
+
+    chip = read_image(utkface_chips(1, offset=70)[0])
+    photo = _canvas([(chip, 12, (100, 100))], 2600, 2600)
+    averaged = Estimator.from_model(_ConstantModel()).find_faces(photo)
+    monkeypatch.setattr(detect, "LANDMARK_MAX_SIDE", 10 ** 6)
+    full = Estimator.from_model(_ConstantModel()).find_faces(photo)
+    assert len(averaged) == len(full) == 1
+    (face, face_chip), (full_face, full_chip) = averaged[0], full[0]
+    assert max(face.box[2] - face.box[0], face.box[3] - face.box[1]) + 1 > 1024, face.box
+    scale = np.sqrt(abs(np.linalg.det(align.chip_transform(full_face.landmarks)[:, :2])))   # photo px per chip px
+    offsets = np.hypot(*(face.landmarks - full_face.landmarks).T) / scale
+    assert offsets.mean() <= 1 and offsets.max() <= 2, f"landmark offsets in chip pixels: {offsets.round(2)}"
+    difference = np.abs(face_chip.astype(int) - full_chip).mean()
+    assert difference < 4, f"mean absolute chip difference {difference:.2f} gray levels"
+
+
 class _ConstantModel:
     thread_safe = True
 

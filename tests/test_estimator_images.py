@@ -122,6 +122,28 @@ def test_exif_orientation_is_applied(tmp_path, rgb, orientation, transform):
     assert np.abs(got.astype(int) - want).mean() < 3
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_equals_pillows_transpose_region_by_region(rgb, orientation):
+    """PNG keeps pixels exactly: each of the 8 orientations equals ImageOps.exif_transpose of the stored
+    image, as a whole and in any region (the Picture orients each region it reads, not a full copy)."""
+    from PIL import ImageOps
+
+    from agegender.images import read_picture
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _save(Image.fromarray(rgb), "PNG", exif=exif.tobytes())
+    want = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    picture = read_picture(data)
+    assert picture.shape == want.shape
+    np.testing.assert_array_equal(np.asarray(picture), want)
+    rng = np.random.default_rng(orientation)
+    for _ in range(20):
+        left, right = sorted(rng.choice(want.shape[1] + 1, 2, replace=False))
+        top, bottom = sorted(rng.choice(want.shape[0] + 1, 2, replace=False))
+        np.testing.assert_array_equal(picture.region(left, top, right, bottom), want[top:bottom, left:right])
+
+
 def png_header_only(width, height):
     """A well-formed PNG whose header claims width x height and whose pixel data is one empty row."""
     def chunk(kind, body):
@@ -254,3 +276,19 @@ def test_fuzz_arrays_through_predict(estimator, data):
     assert len(faces) == 1 and np.isfinite(faces[0].age)
     if detect.available():
         assert isinstance(estimator.predict(image), list)
+
+
+def test_a_stream_that_cannot_seek_is_read_whole(rgb):
+    """A pipe (no seek) is read into memory first, as Image.open does."""
+    class Pipe(io.RawIOBase):
+        def __init__(self, data):
+            self._data = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            return self._data.readinto(buffer)
+
+    got = read_image(io.BufferedReader(Pipe(encode(rgb, "PNG"))))
+    np.testing.assert_array_equal(got, rgb)
