@@ -149,7 +149,9 @@ def test_tensorrt_rows_in_the_report(fake_trtexec):
     assert row["verified"] == "ok" and row["threads"] is None and row["cpu"] is None and row["batch"] == 2
     assert row["ms_per_image_median"] == pytest.approx(2.36743 / 2)
     assert row["ms_per_image_p90"] == pytest.approx(2.45117 / 2)
-    assert row["trtexec"]["version"] == "8.2.1" and row["ratio_to_ort"] is not None
+    ort = next(r for r in result["results"] if r["backend"] == "onnxruntime")
+    assert row["trtexec"]["version"] == "8.2.1" and row["ratio_to_ort_threads"] == 1
+    assert row["ratio_to_ort"] == pytest.approx(row["ms_per_image_median"] / ort["ms_per_image_median"])
     text = format_report(result)
     line = next(l for l in text.splitlines() if l.startswith("tensorrt fp16"))
     assert line.split()[2:6] == ["gpu", "2", "1.18", "1.23"]
