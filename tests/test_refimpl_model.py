@@ -16,6 +16,7 @@ from refimpl import golden, spec
 from refimpl.golden import AGE_TOLERANCE, GENDER_TOLERANCE, tolerance
 from refimpl.reference_weights import reference_weights
 
+
 @pytest.fixture(scope="module")
 def sessions(model_path):
     return refimpl.load(model_path), ort_session(model_path)
