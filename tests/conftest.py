@@ -54,9 +54,10 @@ def utkface_dir():
     return os.environ.get("AGEGENDER_UTKFACE", os.path.join(ROOT, "..", "shared", "datasets", "UTKFace"))
 
 
-def random_batch(rng, n, kind="uniform"):
-    """float32 [n, 3, 64, 64] images of a few input distributions."""
-    shape = (n, 3, 64, 64)
+def one_image(rng, kind):
+    """float32 [3, 64, 64] in [0, 1] of one input kind (INPUT_KINDS); the random ones draw from `rng`."""
+    shape = (3, 64, 64)
+    yy, xx = np.mgrid[0:64, 0:64] / np.float32(63)
     if kind == "uniform":
         return rng.random(shape, dtype=np.float32)
     if kind == "zeros":
@@ -67,10 +68,54 @@ def random_batch(rng, n, kind="uniform"):
         return np.full(shape, rng.random(), np.float32)
     if kind == "small_noise":
         return (0.5 + 1e-3 * rng.standard_normal(shape)).astype(np.float32)
-    raise ValueError(kind)
+    if kind == "gradient":                       # a linear ramp in a random direction, per-channel ends
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.cos(angle) * xx + np.sin(angle) * yy
+        ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min())
+        lo, hi = rng.random((2, 3, 1, 1))
+        return (lo + (hi - lo) * ramp).astype(np.float32)
+    if kind == "checkerboard":                   # random period and phase, two random colours
+        period = int(rng.choice([1, 2, 3, 4, 8, 16]))
+        dy, dx = rng.integers(0, 2 * period, 2)
+        cells = ((np.arange(64)[:, None] + dy) // period + (np.arange(64)[None, :] + dx) // period) % 2
+        a, b = rng.random((2, 3, 1, 1))
+        return np.where(cells, a, b).astype(np.float32)
+    if kind == "blobs":                          # natural-like: a soft background ramp, Gaussian blobs, grain
+        image = rng.random((3, 1, 1)) * (0.6 + 0.4 * (np.cos(rng.uniform(0, 6.3)) * xx + yy) / 2)
+        for _ in range(int(rng.integers(2, 7))):
+            cy, cx, radius = rng.random(), rng.random(), rng.uniform(0.05, 0.35)
+            blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius ** 2))
+            image = image + rng.uniform(-0.6, 0.6, (3, 1, 1)) * blob
+        image = image + 0.02 * rng.standard_normal(shape)
+        return np.clip(image, 0, 1).astype(np.float32)
+    if kind == "patches":                        # coarse random colour fields, 4 to 16 cells a side, upsampled
+        cells = int(rng.choice([4, 8, 16]))
+        coarse = rng.random((3, cells, cells))
+        return np.repeat(np.repeat(coarse, 64 // cells, axis=1), 64 // cells, axis=2).astype(np.float32)
+    raise ValueError(f"unknown input kind {kind!r}, expected one of {INPUT_KINDS}")
 
 
-INPUT_KINDS = ("uniform", "zeros", "ones", "constant", "small_noise")
+INPUT_KINDS = ("uniform", "zeros", "ones", "constant", "small_noise", "gradient", "checkerboard", "blobs", "patches")
+FLAT_KINDS = ("zeros", "ones", "constant", "small_noise")       # one value (or nearly) over the whole image
+
+
+def batch_kinds(n, kind="uniform"):
+    """The kinds of random_batch's n images: `kind` first, then every other kind in turn."""
+    start = INPUT_KINDS.index(kind)
+    return [INPUT_KINDS[(start + i) % len(INPUT_KINDS)] for i in range(n)]
+
+
+def random_batch(rng, n, kind="uniform"):
+    """float32 [n, 3, 64, 64]: image 0 of `kind`, the next ones cycling through the other INPUT_KINDS.
+
+    So every drawn batch mixes noise, flat, smooth and sharp images, and a hypothesis run that draws
+    (n, kind) covers every kind after a few examples (tests/test_strategies.py counts them)."""
+    return np.stack([one_image(rng, k) for k in batch_kinds(n, kind)])
+
+
+def one_kind_batch(rng, n, kind):
+    """float32 [n, 3, 64, 64], all n images of one kind."""
+    return np.stack([one_image(rng, kind) for _ in range(n)])
 
 
 # Intermediate tensors: activations reach a few tens in size; 20 layers of float32 sums in a

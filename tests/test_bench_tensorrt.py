@@ -1,7 +1,19 @@
 """The TensorRT path of the benchmark kit without a GPU: trtexec's output parsed from recorded samples
-(bench/samples), and the whole trtexec route (build, verify, time, report) through a stand-in trtexec."""
+(bench/samples), and the whole trtexec route (build, verify, time, report) through a stand-in trtexec.
+
+What these tests prove: bench calls trtexec with options trtexec 8.2 has, reads its logs and its
+--exportOutput JSON, holds FP32 to the contract and FP16 to its own bounds, and reports failures. The FP16
+bounds (0.5 years, 1e-2) are checked against an error model, refimpl with every weight and layer output
+rounded to half precision (tests/data/fake_half.py), and shown to catch a coarser one (bfloat16's 8 bits).
+
+What they do not prove: the samples were written by the project in trtexec's layout, not captured on a
+board, so a change of trtexec's log format passes here; the stand-ins run no TensorRT parser, builder or
+kernel, so neither TensorRT's acceptance of the model nor its real FP16 numbers nor any timing is tested.
+Only `python -m bench` on a Jetson checks those.
+"""
 import os
 import stat
+import subprocess
 import sys
 
 import numpy as np
@@ -88,6 +100,7 @@ def test_without_tensorrt_the_row_says_why(no_tensorrt):
 
 @pytest.fixture
 def fake_trtexec(monkeypatch, tmp_path):
+    """tests/data/fake_trtexec.py as `trtexec` on PATH (see its docstring for what it imitates)."""
     pytest.importorskip("onnxruntime")
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -136,7 +149,9 @@ def test_tensorrt_rows_in_the_report(fake_trtexec):
     assert row["verified"] == "ok" and row["threads"] is None and row["cpu"] is None and row["batch"] == 2
     assert row["ms_per_image_median"] == pytest.approx(2.36743 / 2)
     assert row["ms_per_image_p90"] == pytest.approx(2.45117 / 2)
-    assert row["trtexec"]["version"] == "8.2.1" and row["ratio_to_ort"] is not None
+    ort = next(r for r in result["results"] if r["backend"] == "onnxruntime")
+    assert row["trtexec"]["version"] == "8.2.1" and row["ratio_to_ort_threads"] == 1
+    assert row["ratio_to_ort"] == pytest.approx(row["ms_per_image_median"] / ort["ms_per_image_median"])
     text = format_report(result)
     line = next(l for l in text.splitlines() if l.startswith("tensorrt fp16"))
     assert line.split()[2:6] == ["gpu", "2", "1.18", "1.23"]
@@ -170,3 +185,97 @@ def test_tensorrt_python_route(monkeypatch, version):
     assert fake.built == [(False, False), (True, True)]          # (FP16 flag, TF32 flag) of the two builds
     with pytest.raises(ValueError, match="stops at batch 64"):
         fp32.run(np.zeros((65, 3, 64, 64), np.float32))
+
+
+def _half():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_half", os.path.join(HERE, "data", "fake_half.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["--onnx=m.onnx", "--bogus"], "Unknown option: --bogus"),
+    (["--onnx=m.onnx", "--fp16", "--memPoolSize=workspace:16"], "Unknown option: --memPoolSize"),   # 8.4 and later
+    (["--onnx"], "Unknown option: --onnx"),                                                          # no value
+    (["--onnx=m.onnx", "-fp16"], "Unknown option: -fp16"),
+    (["--loadEngine=e", "--percentile"], "Unknown option: --percentile"),
+])
+def test_fake_trtexec_refuses_what_trtexec_refuses(fake_trtexec, args, refused):
+    run = subprocess.run([fake_trtexec, *args], capture_output=True, text=True)
+    assert run.returncode == 1 and f"[E] {refused}" in run.stdout and "&&&& FAILED" in run.stdout, run.stdout
+
+
+def test_fake_trtexec_takes_trtexec_options_and_checks_the_profile(fake_trtexec, tmp_path):
+    engine = str(tmp_path / "e.engine")
+    build = [fake_trtexec, f"--onnx={MODEL}", "--fp16", "--shapes=image:2x3x64x64", f"--saveEngine={engine}",
+             "--iterations=10", "--warmUp=200", "--duration=1", "--avgRuns=10", f"--exportTimes={tmp_path / 't.json'}",
+             "--useCudaGraph", "--noDataTransfers"]
+    run = subprocess.run(build, capture_output=True, text=True)
+    assert run.returncode == 0 and "&&&& PASSED" in run.stdout and "Throughput:" in run.stdout, run.stdout
+    run = subprocess.run([fake_trtexec, f"--loadEngine={engine}", "--shapes=image:3x3x64x64"],
+                         capture_output=True, text=True)                    # built for batch 2 only
+    assert run.returncode == 1 and "out of range of optimization profile 0" in run.stdout, run.stdout
+
+
+def _malformed_models(tmp_path):
+    import onnx
+
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(open(MODEL, "rb").read()[:20000])
+    model = onnx.load(MODEL)
+    model.graph.node[0].input[0] = "no_such_tensor"               # the first conv reads a tensor nobody makes
+    dangling = tmp_path / "dangling.onnx"
+    onnx.save(model, str(dangling))
+    return [str(truncated), str(dangling)]
+
+
+def test_a_malformed_model_fails_both_routes(fake_trtexec, monkeypatch, tmp_path):
+    x = golden.load_golden()[0][:1]
+    for path in _malformed_models(tmp_path):
+        with pytest.raises(RuntimeError, match="(?s)trtexec exited with 1.*Failed to parse onnx file"):
+            bk.make_runner("tensorrt-fp32", path, workdir=str(tmp_path)).run(x)
+    _fake_tensorrt().install(monkeypatch, "8.2.1")
+    monkeypatch.setattr(trt, "find_trtexec", lambda: None)
+    for path in _malformed_models(tmp_path):
+        with pytest.raises(bk.Unavailable, match="TensorRT.s ONNX parser rejected .*INVALID_GRAPH"):
+            bk.make_runner("tensorrt-fp16", path)
+
+
+def test_fp16_error_model_perturbs_every_layer_within_the_bounds():
+    """Rounding every layer to half precision moves the outputs by far more than rounding the outputs alone
+    (the old stand-in), still within the FP16 bounds; bfloat16's 8 bits break the bounds on this model."""
+    import refimpl
+
+    half = _half()
+    x, expected, _ = golden.load_golden()
+    model = refimpl.load(MODEL)
+    exact = model.forward(x)
+    per_layer = half.half_precision_forward(model, x)
+    for name in exact:
+        layer_error = float(np.abs(per_layer[name] - exact[name]).max())
+        output_error = float(np.abs(half.round_half(exact[name]) - exact[name]).max())
+        assert layer_error > 2 * output_error, f"{name}: {layer_error:.3g} vs outputs only {output_error:.3g}"
+    assert golden.check_outputs(per_layer, expected, trt.fp16_tolerance) == []
+    assert golden.check_outputs(per_layer, expected) != []
+    coarse = half.half_precision_forward(model, x, half.round_significant(8))
+    assert golden.check_outputs(coarse, expected, trt.fp16_tolerance) != []
+
+
+def test_an_fp16_engine_coarser_than_half_is_caught(fake_trtexec, monkeypatch, tmp_path):
+    """Both routes: an "FP16" engine that rounds to 8 significant bits fails the FP16 bounds."""
+    x, expected, _ = golden.load_golden()
+    monkeypatch.setenv("FAKE_TRTEXEC", "bf16")
+    runner = bk.make_runner("tensorrt-fp16", MODEL, workdir=str(tmp_path))
+    reports = golden.check_outputs(runner.run(x), expected, runner.tolerance)
+    assert any(r.startswith("age_final ") for r in reports), reports
+    runner.close()
+    half = _half()
+    _fake_tensorrt().install(monkeypatch, "10.3.0", rounding=half.round_significant(8))
+    monkeypatch.setattr(trt, "find_trtexec", lambda: None)
+    runner = bk.make_runner("tensorrt-fp16", MODEL)
+    assert isinstance(runner, trt.TensorRTPythonRunner)
+    reports = golden.check_outputs(runner.run(x), expected, runner.tolerance)
+    assert any(r.startswith("age_final ") for r in reports), reports

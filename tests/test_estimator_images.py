@@ -274,8 +274,12 @@ def test_fuzz_arrays_through_predict(estimator, data):
     image = data.draw(arrays(np.uint8, shape))
     faces = estimator.predict_chips(image)
     assert len(faces) == 1 and np.isfinite(faces[0].age)
-    if detect.available():
-        assert isinstance(estimator.predict(image), list)
+    if detect.available():                         # no crash, and any face found lies inside the image, estimated
+        h, w = shape[:2]
+        for face in estimator.predict(image):
+            left, top, right, bottom = face.box
+            assert 0 <= left <= right < w and 0 <= top <= bottom < h, (face.box, shape)
+            assert np.isfinite(face.age) and face.gender in ("male", "female")
 
 
 def test_a_stream_that_cannot_seek_is_read_whole(rgb):

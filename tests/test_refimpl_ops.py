@@ -12,13 +12,21 @@ from refimpl.conv2d import conv2d
 from refimpl.ensemble import ensemble
 from refimpl.fully_connected import fully_connected
 from refimpl.global_avg_pool import global_avg_pool
+from refimpl.golden import compare
 from refimpl.leaky_relu import leaky_relu
 from refimpl.max_pool import max_pool2x2
 from refimpl.sigmoid import sigmoid
 
-# float32 results checked against float64 definitions: a sum of K products of values of size ~1
-# carries a rounding error of about K * 2^-24 relative to the sum of |products|; 1e-4 leaves room.
-F32_SUM_TOLERANCE = 1e-4
+# float32 results checked against float64 definitions. A float32 sum of K products, in any order and with
+# or without FMA, is within gamma_K = K u / (1 - K u) of the sum of |products| (Higham, "Accuracy and
+# Stability of Numerical Algorithms", 3.1; u = 2^-24); the bias adds one more term and the result one more
+# rounding, hence (K + 2) u, bounded per tensor by its largest sum of |terms|.
+F32_UNIT = 2.0 ** -24
+
+
+def sum_tolerance(terms, abs_sums):
+    """The bound for float32 sums of `terms` products whose sums of |products| (and |bias|) are `abs_sums`."""
+    return (terms + 2) * F32_UNIT * float(np.max(abs_sums))
 
 
 def seeded(seed, shape, scale=1.0):
@@ -53,8 +61,9 @@ def test_conv2d_matches_direct_loops(case):
         pad += d * (k - 1)                                  # keep at least one output pixel
     x, w = seeded(seed, (n, c_in, h, w_)), seeded(seed + 1, (c_out, c_in, k, k))
     b = seeded(seed + 2, (c_out,)) if with_bias else None
+    abs_b = None if b is None else np.abs(b)
     assert_close("conv2d", conv2d_loops(x, w, b, pad, d), conv2d(x, w, b, pad=pad, dilation=d),
-                 F32_SUM_TOLERANCE * c_in * k * k)
+                 sum_tolerance(c_in * k * k, conv2d_loops(np.abs(x), np.abs(w), abs_b, pad, d)))
 
 
 @given(st.integers(1, 4), st.integers(3, 12), st.integers(0, 2**31))
@@ -62,7 +71,8 @@ def test_conv2d_matches_scipy_correlate(c_in, size, seed):
     signal = pytest.importorskip("scipy.signal", reason="scipy gives an independent correlation")
     x, w = seeded(seed, (1, c_in, size, size)), seeded(seed + 1, (1, c_in, 3, 3))
     expected = signal.correlate(x[0].astype(np.float64), w[0].astype(np.float64), mode="same")[c_in // 2]
-    assert_close("conv2d vs scipy", expected[None, None], conv2d(x, w, pad=1), F32_SUM_TOLERANCE * c_in * 9)
+    abs_sums = signal.correlate(np.abs(x[0]).astype(np.float64), np.abs(w[0]).astype(np.float64), mode="same")
+    assert_close("conv2d vs scipy", expected[None, None], conv2d(x, w, pad=1), sum_tolerance(c_in * 9, abs_sums))
 
 
 def test_conv2d_rejects_mismatched_weight():
@@ -115,7 +125,8 @@ def test_fully_connected_matches_loops(n, n_in, n_out, seed):
     x, w, b = seeded(seed, (n, n_in)), seeded(seed + 1, (n_out, n_in)), seeded(seed + 2, (n_out,))
     expected = np.array([[b[o] + sum(float(x[i, j]) * float(w[o, j]) for j in range(n_in)) for o in range(n_out)]
                          for i in range(n)])
-    assert_close("fully_connected", expected, fully_connected(x, w, b), F32_SUM_TOLERANCE * n_in)
+    abs_sums = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + np.abs(b)
+    assert_close("fully_connected", expected, fully_connected(x, w, b), sum_tolerance(n_in, abs_sums))
 
 
 @given(arrays(np.float32, st.integers(1, 50), elements=st.floats(-200, 200, width=32)))
@@ -132,3 +143,18 @@ def test_concat_and_ensemble():
     assert out.shape == (2, 8, 4, 4) and out[:, :3].all() and not out[:, 3:].any()
     parts = [np.full((2, 1), v, np.float32) for v in (1.0, 2.0, 6.0)]
     assert_close("ensemble", np.full((2, 1), 3.0), ensemble(parts), 0.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_sum_bounds_catch_a_weight_off_by_2e_5(seed):
+    """The bounds above are tight enough that weights off by 2e-5 relative (a tenth of float16's step) fail,
+    where the former 1e-4 * K absolute let them pass."""
+    x, w = seeded(seed, (2, 3, 8, 8)), seeded(seed + 1, (4, 3, 3, 3))
+    off = (w * np.float32(1 + 2e-5)).astype(np.float32)
+    exact, bound = conv2d_loops(x, w, None, 1, 1), sum_tolerance(27, conv2d_loops(np.abs(x), np.abs(w), None, 1, 1))
+    assert compare("conv2d", exact, conv2d(x, off, pad=1), bound) is not None
+    assert compare("conv2d", exact, conv2d(x, off, pad=1), 1e-4 * 27) is None
+    v, m = seeded(seed, (3, 48)), seeded(seed + 1, (8, 48))
+    exact, zero = v.astype(np.float64) @ m.T.astype(np.float64), np.zeros(8, np.float32)
+    bound = sum_tolerance(48, np.abs(v).astype(np.float64) @ np.abs(m).T)
+    assert compare("fully_connected", exact, fully_connected(v, (m * np.float32(1 + 2e-5)), zero), bound) is not None

@@ -1,9 +1,16 @@
 """Stand-ins for the `tensorrt` and `pycuda` Python packages, for tests without a GPU.
 
 Just the API surface bench.tensorrt_backend uses, in TensorRT 8.x form (bindings, execute_v2) or
-10.x form (named tensors, execute_async_v3); the "engine" runs the ONNX file with ONNX Runtime on
-"device memory" that is a dict of numpy arrays. install(monkeypatch, version) puts them in sys.modules.
+10.x form (named tensors, execute_async_v3), on "device memory" that is a dict of numpy arrays. The
+parser refuses a file onnx's checker refuses; an FP32 "engine" runs the file with ONNX Runtime, an FP16
+one runs refimpl with every weight and layer output rounded to half precision (fake_half.py).
+install(monkeypatch, version, rounding=...) puts them in sys.modules; `rounding` replaces the FP16 one.
+
+What this does not prove: that TensorRT's real parser takes the file, what its FP16 kernels compute
+(they fuse layers and may accumulate in FP16), that the real API calls happen in a legal order on a GPU.
 """
+import importlib.util
+import os
 import types
 
 import numpy as np
@@ -40,8 +47,27 @@ def make_pycuda():
     return pycuda
 
 
-def make_tensorrt(version):
+def _fake_half():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_half.py")
+    spec = importlib.util.spec_from_file_location("fake_half", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ParserError:
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+def make_tensorrt(version, rounding=None):
     import onnxruntime as ort
+
+    half = _fake_half()
+    rounding = rounding or half.round_half
 
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
@@ -96,12 +122,24 @@ def make_tensorrt(version):
             return (network.model, "FP16" in config.flags)
 
     class OnnxParser:
-        num_errors = 0
-
         def __init__(self, network, logger):
-            self.network = network
+            self.network, self.errors = network, []
+
+        @property
+        def num_errors(self):
+            return len(self.errors)
+
+        def get_error(self, index):
+            return self.errors[index]
 
         def parse(self, data):
+            import onnx
+
+            try:
+                onnx.checker.check_model(onnx.load_model_from_string(data), full_check=True)
+            except Exception as exc:                 # onnx raises several types for a bad file
+                self.errors.append(ParserError(f"In node -1 (parseGraph): INVALID_GRAPH: {type(exc).__name__}"))
+                return False
             self.network.model = data
             return True
 
@@ -111,10 +149,12 @@ def make_tensorrt(version):
 
         def _execute(self, addresses):
             x = MEMORY[addresses["image"]][:int(np.prod(self.shape))].reshape(self.shape)
-            outs = self.engine.session.run(list(NAMES[1:]), {"image": x})
+            if self.engine.fp16:
+                out = half.half_precision_forward(self.engine.model, np.array(x), rounding)
+                outs = [out[name] for name in NAMES[1:]]
+            else:
+                outs = self.engine.session.run(list(NAMES[1:]), {"image": x})
             for name, value in zip(NAMES[1:], outs):
-                if self.engine.fp16:
-                    value = value.astype(np.float16).astype(np.float32)
                 MEMORY[addresses[name]][:value.size] = value.ravel()
             return True
 
@@ -138,7 +178,18 @@ def make_tensorrt(version):
     class Engine:
         def __init__(self, serialized):
             model, self.fp16 = serialized
-            self.session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            if self.fp16:                             # refimpl reads a file: the serialized bytes, written out
+                import tempfile
+
+                import refimpl
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, "engine.onnx")
+                    with open(path, "wb") as f:
+                        f.write(model)
+                    self.model = refimpl.load(path)
+            else:
+                self.session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
             if major < 10:
                 self.num_bindings = len(NAMES)
                 self.get_binding_index = NAMES.index
@@ -161,9 +212,9 @@ def make_tensorrt(version):
     return trt
 
 
-def install(monkeypatch, version):
+def install(monkeypatch, version, rounding=None):
     pycuda = make_pycuda()
-    trt = make_tensorrt(version)
+    trt = make_tensorrt(version, rounding)
     for name, module in (("tensorrt", trt), ("pycuda", pycuda), ("pycuda.driver", pycuda.driver),
                          ("pycuda.autoinit", pycuda.autoinit)):
         monkeypatch.setitem(__import__("sys").modules, name, module)
