@@ -43,8 +43,9 @@ def test_the_architecture_is_cited_by_its_path_in_the_repository():
 
 def test_training_without_a_data_set_says_how_to_get_it():
     env = {k: v for k, v in os.environ.items() if k != "AGEGENDER_UTKFACE"}
-    run = subprocess.run([sys.executable, "-m", "training", "evaluate", os.path.join(ROOT, "weights", "agegender.onnx")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    model = os.path.join(ROOT, "weights", "agegender.onnx")
+    run = subprocess.run([sys.executable, "-m", "training", "evaluate", model], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
     lines = run.stderr.strip().splitlines()
     assert run.returncode != 0 and len(lines) == 1, run.stderr
     assert "AGEGENDER_UTKFACE" in lines[0] and "--data" in lines[0] and "susanqq.github.io/UTKFace" in lines[0], lines
