@@ -4,6 +4,7 @@ A user's clone has no folder beside it; only .ci/run, the harness of this build 
 there (to set AGEGENDER_UTKFACE and AGEGENDER_AAF).
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -27,11 +28,21 @@ def text_files():
                 continue
 
 
+# ../shared written as a path, or built: os.path.join(ROOT, "..", "shared"), ROOT.parent / "shared"
+OUTSIDE = re.compile(r"""\.\.[/\\]shared\b|["']\.\.["'],\s*["']shared["']|\.parent\s*/\s*["']shared["']""")
+
+
 def test_no_path_leads_outside_the_repository():
-    outside = "../" + "shared"
-    bad = [f"{path}:{text[:text.index(outside)].count(chr(10)) + 1}" for path, text in text_files()
-           if outside in text and path not in MAY_NAME_OUTSIDE | {SELF}]
-    assert not bad, f"{outside} (not in a user's clone) is named in: {', '.join(sorted(bad))}"
+    bad = [f"{path}:{text[:match.start()].count(chr(10)) + 1}" for path, text in text_files()
+           if path not in MAY_NAME_OUTSIDE | {SELF} for match in OUTSIDE.finditer(text)]
+    assert not bad, f"the data beside the repository (not in a user's clone) is named in: {', '.join(sorted(bad))}"
+
+
+def test_the_pattern_finds_each_way_of_naming_the_folder_beside_the_repository():
+    for text in ("see ../shared/datasets", 'os.path.join(ROOT, "..", "shared", "x")', 'ROOT.parent / "shared"',
+                 "..\\shared\\datasets"):
+        assert OUTSIDE.search(text), text
+    assert not OUTSIDE.search("shared between threads; ../sharedlib")
 
 
 def test_the_architecture_is_cited_by_its_path_in_the_repository():
