@@ -82,6 +82,11 @@ def test_a_fence_with_text_after_it_does_not_close_a_block():
     assert fenced_blocks("```bash\nls\n```\ntext\n") == [(1, "bash", "ls\n", None)]
 
 
+def test_the_not_run_marker_needs_a_reason_and_is_read_from_the_line_before_the_fence():
+    text = "<!-- not run: needs a SLURM cluster -->\n```python\n1\n```\n<!-- not run: -->\n```python\n2\n```\n"
+    assert [reason for *_, reason in fenced_blocks(text)] == ["needs a SLURM cluster", None]
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A stand-in for the repository root: its entries linked, plus the photo and chips the examples read."""
