@@ -69,13 +69,15 @@ setup(
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
                  "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0",
-                 "matplotlib>=3.5"],
+                 "matplotlib>=3.5", "ruff>=0.4"],
         # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
         # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
         # the benchmark kit with every CPU backend it can compare: numba and ONNX Runtime beside the reference
         "bench": ["numba>=0.57", "onnxruntime>=1.16", "threadpoolctl>=3", "pytest-benchmark>=4"],
-        "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
+        # any torch from 2.2 on; PyPI's default Linux wheel is a CUDA build of several GB, so for a small install
+        # take the CPU-only wheel first (README: pip install torch --index-url https://download.pytorch.org/whl/cpu)
+        "train": ["torch>=2.2", "pillow>=9", "tqdm>=4"],
         "image": ["pillow>=9"],
         "plot": ["matplotlib>=3.5"],
     },

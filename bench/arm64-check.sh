@@ -194,7 +194,7 @@ fi
 # an unchanged kernel file reuses the kernels an earlier run compiled (over 10 minutes under emulation).
 ( cd "$ROOT$SRC" && find . -name '*.py' -type f -print0 | while IFS= read -r -d '' f; do
       touch -d "@$(( 0x$(sha256sum "$f" | cut -c1-7) ))" "$f"; done )
-# ../shared beside the copy is absent on purpose: the UTKFace tests skip (they say so)
+# no data set in the root on purpose: AGEGENDER_UTKFACE is unset there (env -i); the UTKFace tests skip, saying so
 in_root sh -c "cd $SRC && AGEGENDER_CFLAGS=-mcpu=$CPU CFLAGS= AGEGENDER_NATIVE= \
     pip install --no-build-isolation --no-deps -v -e . > $OUTDIR/install.log 2>&1" \
     || { tail -40 "$ROOT$OUTDIR/install.log"; die "pip install -e . failed in the arm64 root"; }

@@ -77,8 +77,8 @@ def backend_lines(bench):
 
 def requirements(setup_py):
     """install_requires + extras_require["test"] of setup.py, less the face detector: dlib-bin and
-    face-recognition-models (a 93 MB model file to unpack under emulation, and the detector tests need
-    ../shared/datasets/UTKFace, absent in the arm64 root, so they skip anyway)."""
+    face-recognition-models (a 93 MB model file to unpack under emulation, and the detector tests need the
+    UTKFace folder named by AGEGENDER_UTKFACE, which the arm64 root does not have, so they skip anyway)."""
     import ast
 
     with open(setup_py) as f:

@@ -1,4 +1,4 @@
-"""Reading and writing the golden ONNX file (the contract of ARCHITECTURE.md).
+"""Reading and writing the golden ONNX file (the contract of docs/architecture.md).
 
 `write` turns a {name: array} weight dict into the file; `read` returns the
 weights and per-layer attributes of a file after checking, node by node and

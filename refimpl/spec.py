@@ -1,6 +1,6 @@
 """The architecture, once: every block, layer, size and name of the network.
 
-ARCHITECTURE.md in words, here as data. The PyTorch module (training/), the ONNX
+docs/architecture.md in words, here as data. The PyTorch module (training/), the ONNX
 writer and loader, the NumPy model, the kernels and the layer table all read it,
 so a size changes in one place.
 

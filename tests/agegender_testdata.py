@@ -1,7 +1,7 @@
 """Test inputs for the estimator and CLI tests: synthetic images made here, UTKFace chips where the dataset is.
 
 UTKFace (non-commercial research license) is read in place and never copied into the
-repository: AGEGENDER_UTKFACE, else ../shared/datasets/UTKFace from the repository root.
+repository: the folder AGEGENDER_UTKFACE names (tests that need it skip, saying so, without it).
 """
 import io
 import os
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UTKFACE = os.environ.get("AGEGENDER_UTKFACE") or os.path.join(ROOT, "..", "shared", "datasets", "UTKFace")
 
 
 def utkface_chips(count, offset=7, step=97):
     """Paths of `count` UTKFace chips spread over the set (fixed choice), or skip saying why."""
-    if not os.path.isdir(UTKFACE):
-        pytest.skip(f"UTKFace not found at {UTKFACE} (set AGEGENDER_UTKFACE)")
-    names = sorted(n for n in os.listdir(UTKFACE) if n.endswith(".jpg"))
-    return [os.path.join(UTKFACE, n) for n in names[offset::step][:count]]
+    from conftest import utkface_dir
+
+    folder = utkface_dir()
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".jpg"))
+    return [os.path.join(folder, n) for n in names[offset::step][:count]]
 
 
 def needs_detector():

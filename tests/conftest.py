@@ -50,8 +50,32 @@ def assert_close(name, expected, got, atol):
     assert report is None, report
 
 
+# The data sets are not in the repository (their licenses forbid it): tests that need one read its folder from an
+# environment variable and skip, saying how to get it, where it is unset or missing. .ci/run sets both.
+DATASETS = {
+    "AGEGENDER_UTKFACE": "UTKFace's 'aligned and cropped' face chips (susanqq.github.io/UTKFace)",
+    "AGEGENDER_AAF": "All-Age-Faces' images/ and labels.csv (github.com/JingchunCheng/All-Age-Faces-Dataset)",
+}
+
+
+def dataset_dir(env):
+    """The folder the environment variable `env` names, or skip saying how to get the data set."""
+    folder = os.environ.get(env, "")
+    if not folder:
+        pytest.skip(f"{env} is not set: point it at the folder of {DATASETS[env]}")
+    if not os.path.isdir(folder):
+        pytest.skip(f"{env}={folder} is not a folder: point it at the folder of {DATASETS[env]}")
+    return folder
+
+
 def utkface_dir():
-    return os.environ.get("AGEGENDER_UTKFACE", os.path.join(ROOT, "..", "shared", "datasets", "UTKFace"))
+    """The UTKFace folder (AGEGENDER_UTKFACE), or skip saying why."""
+    return dataset_dir("AGEGENDER_UTKFACE")
+
+
+def aaf_dir():
+    """The All-Age-Faces folder (AGEGENDER_AAF), or skip saying why."""
+    return dataset_dir("AGEGENDER_AAF")
 
 
 def one_image(rng, kind):

@@ -161,7 +161,7 @@ def test_model_reports_its_setup(models, backend_name, reference_model_path):
     assert 0 < loaded.first_call_seconds <= time.perf_counter() - t0      # paid inside load()
     flops = fast.stage_flops()
     assert list(flops) == fast.stage_names()
-    assert round(sum(flops.values()) / 1e6, 1) == 97.0           # ARCHITECTURE.md: 97.0 MFLOP per image
+    assert round(sum(flops.values()) / 1e6, 1) == 97.0           # docs/architecture.md: 97.0 MFLOP per image
 
 
 def test_time_stages_reports_the_median_of_the_timed_runs(models, monkeypatch):

@@ -209,7 +209,7 @@ def test_bundled_file_holds_the_specified_parameter_counts():
     trainable = sum(int(np.prod(t.dims)) for t in model.graph.initializer
                     if not spec.is_running_statistic(t.name))
     running = sum(int(np.prod(t.dims)) for t in model.graph.initializer if spec.is_running_statistic(t.name))
-    assert (trainable, running) == (99_202, 920)                # ARCHITECTURE.md, "Size"
+    assert (trainable, running) == (99_202, 920)                # docs/architecture.md, "Counts"
     ops = [n.op_type for n in model.graph.node]
     assert (ops.count("Conv"), ops.count("BatchNormalization"), ops.count("MaxPool"), ops.count("Gemm")) == \
         (20, 20, 11, 6)
@@ -222,7 +222,7 @@ def test_summary_totals_match_the_spec(reference_model_path):
     from refimpl.summary import format_table, layer_table
 
     rows = layer_table(refimpl.load(reference_model_path))
-    assert round(sum(r[5] for r in rows) / 1e6, 1) == 97.0                      # ARCHITECTURE.md: 97.0 MFLOP
+    assert round(sum(r[5] for r in rows) / 1e6, 1) == 97.0                      # docs/architecture.md: 97.0 MFLOP
     assert sum(r[4] for r in rows) == 99_202 + 920
     assert "99,202 trainable" in format_table(rows)
 

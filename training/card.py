@@ -11,8 +11,8 @@ from refimpl import spec
 
 from .splits import describe, stored_args
 
-DATA = ("UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set in "
-        "../shared/datasets/UTKFace: 19,009 files, 19,008 with parseable labels")
+DATA = ("UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set used here "
+        "(about 80% of it): 19,009 files, 19,008 with parseable labels")
 LICENSE = "UTKFace is for non-commercial research purposes only; these weights inherit that restriction"
 
 

@@ -2,8 +2,10 @@
 import os
 import sys
 
-DEFAULT_DATA = os.environ.get("AGEGENDER_UTKFACE", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                                                 "datasets", "UTKFace"))
+DATA_ENV = "AGEGENDER_UTKFACE"          # the UTKFace folder when --data is not given
+GET_UTKFACE = ("UTKFace is not part of the kit (non-commercial research license): download its 'aligned and "
+               "cropped' face chips from https://susanqq.github.io/UTKFace/, unpack them, and pass the folder as "
+               f"--data or in the environment variable {DATA_ENV}")
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "agegender-kit")
 
 
@@ -14,8 +16,7 @@ def add_data_args(p):
 
     p.add_argument("--dataset", choices=list(LOADERS), default="utkface",
                    help="; ".join(f"{name}: --data is {what}" for name, (_, what, _) in LOADERS.items()))
-    p.add_argument("--data", help=f"the data set's folder or CSV (default for utkface: {DEFAULT_DATA}, "
-                                  "or the env AGEGENDER_UTKFACE)")
+    p.add_argument("--data", help=f"the data set's folder or CSV (default for utkface: the env {DATA_ENV})")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="where preprocessed arrays are cached (not the repo)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="holdout",
                    help="holdout: a seeded --val-fraction; kfold: fold --fold of --folds; lopo: leave one person "
@@ -65,7 +66,10 @@ def require_data(args):
     if args.data is None:
         if args.dataset != "utkface":
             sys.exit(f"error: --dataset {args.dataset} needs --data: {what}")
-        args.data = DEFAULT_DATA
+        args.data = os.environ.get(DATA_ENV)
+        if not args.data:
+            sys.exit(f"error: no data set given. {GET_UTKFACE}")
     if not (os.path.isfile(args.data) if is_file else os.path.isdir(args.data)):
         sys.exit(f"error: {'file' if is_file else 'folder'} {args.data} not found "
-                 f"(--dataset {args.dataset} expects {what}; set --data)")
+                 f"(--dataset {args.dataset} expects {what}; set --data)"
+                 + (f". {GET_UTKFACE}" if args.dataset == "utkface" else ""))
