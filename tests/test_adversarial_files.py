@@ -31,8 +31,9 @@ class TwoFaces:
     def __init__(self, threshold=0.0):
         pass
 
-    def __call__(self, rgb):
-        if rgb.mean() <= 10:
+    def __call__(self, image):
+        """image: uint8 RGB or an images.Picture, as dlib's FaceDetector takes."""
+        if np.asarray(image).mean() <= 10:
             return []
         found = []
         for i, size in enumerate((60, 40)):
