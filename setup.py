@@ -61,7 +61,10 @@ setup(
     package_dir={"agegender_weights": "weights"},
     package_data={"kernels": ["*.pyx", "*.pxd", "*.h"], "agegender_weights": ["*.onnx", "*.npz", "*.md", "*.json"],
                   "bench": ["samples/*"]},
-    install_requires=["numpy>=1.22", "onnx>=1.14"],
+    # onnx 1.16: the loader runs onnx.checker on every file it reads, and 1.16.0 is the first release with the
+    # checker's out-of-bounds read fixed (CVE-2024-27319) and external data confined to the model's folder
+    # (CVE-2024-27318; refimpl never follows external data, but other tools of the kit's users may)
+    install_requires=["numpy>=1.22", "onnx>=1.16"],
     extras_require={
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",

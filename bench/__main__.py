@@ -9,6 +9,8 @@ import argparse
 import sys
 import time
 
+import refimpl
+
 from . import backends as bk
 from . import report
 from . import run as runner
@@ -44,6 +46,15 @@ def _ints(text):
     return tuple(int(v) for v in text.split(",") if v)
 
 
+def _load_run(path):
+    from refimpl import InputError
+
+    try:
+        return report.load_json(path)
+    except ValueError as exc:            # not JSON, or JSON of something else
+        raise InputError(str(exc) if str(exc).startswith(str(path)) else f"{path}: not JSON ({exc})") from None
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,9 +78,20 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    """The command; a missing or refused model, golden or JSON file is one line on stderr and exit status 2."""
+    from refimpl import InputError, ModelFileError
+
+    try:
+        return _main(argv)
+    except (ModelFileError, InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv):
     args = parse_args(argv)
     if args.compare:
-        a, b = (report.load_json(path) for path in args.compare)
+        a, b = (_load_run(path) for path in args.compare)
         print(report.format_compare(a, b, *args.compare))
         return 0
     names = tuple(n.strip() for n in args.backends.split(",") if n.strip())
@@ -84,6 +106,7 @@ def main(argv=None):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     opts = runner.quick_options(**overrides) if args.quick else runner.Options(**overrides)
+    refimpl.load(opts.model)             # a refused file fails now, not after the peak measurement
     progress = Progress(enabled=not args.no_progress)
     try:
         result = runner.run(opts, progress)

@@ -9,7 +9,9 @@
 #   2. the arm64 root: a minbase Debian bookworm made by debootstrap, with python3, venv, pip, python3-dev,
 #      gcc and g++, and a venv holding the test extra's aarch64 wheels (no torch: the training tests skip).
 #      Made once, outside the repository, and reused: $AGEGENDER_ARM64_ROOT (default
-#      /var/cache/agegender-arm64). Delete that folder to start again from nothing.
+#      /var/cache/agegender-arm64). Delete that folder to start again from nothing. The script itself deletes
+#      an unfinished root only when it is empty or carries the marker it writes before debootstrap, and only
+#      with nothing mounted under it (bench/arm64_guard.sh).
 #   3. the working tree (git ls-files: tracked plus untracked-not-ignored files, as they are on disk)
 #      copied into the root and pip-installed there (`pip install -e .[test]`), the Cython extension
 #      built with the board's flags (AGEGENDER_CFLAGS=-mcpu=cortex-a57, never -march/-mcpu=native)
@@ -33,6 +35,8 @@ set -euo pipefail
 # the whole script is one block, read before it runs: editing the file mid-run cannot change a run
 {
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/arm64_guard.sh
+. "$REPO/bench/arm64_guard.sh"            # the delete and unmount guards (tests/test_arm64_guard.py)
 ROOT="${AGEGENDER_ARM64_ROOT:-/var/cache/agegender-arm64}"
 SUITE=bookworm
 CPU=cortex-a57
@@ -45,10 +49,9 @@ say() { printf '\n=== [%4ds] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 die() { printf 'arm64-check: %s\n' "$*" >&2; exit 2; }
 
 [ "$(id -u)" = 0 ] || die "run as root (sudo bash bench/arm64-check.sh): it installs packages, mounts and chroots"
-case "$ROOT" in
-    "$REPO"|"$REPO"/*) die "AGEGENDER_ARM64_ROOT must be outside the repository ($ROOT)";;
-    /|"") die "AGEGENDER_ARM64_ROOT=$ROOT is not a usable folder";;
-esac
+# from here on ROOT is canonical: every mount, unmount and delete below uses this one spelling
+ROOT=$(arm64_canonical_root "$ROOT") || exit 2
+arm64_check_root_location "$ROOT" "$REPO" || exit 2
 
 # -- 1. host tools and binfmt ---------------------------------------------------------------------------
 say "host: qemu-user-static, binfmt-support, debootstrap"
@@ -76,15 +79,10 @@ grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
 
 # -- mounts, always undone ------------------------------------------------------------------------------
 cleanup() {
-    local rc=$? m
-    # everything mounted under the root, deepest first: read from /proc/mounts, not remembered, so an
+    local rc=$?
+    # everything mounted under the root, the last mounted first: read from /proc/mounts, not remembered, so an
     # interrupted run (or an earlier one) cannot leave a mount behind
-    while read -r m; do
-        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "arm64-check: could not unmount $m" >&2
-    done < <(awk -v root="$ROOT/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r)
-    if [ -d "$ROOT" ] && grep -q " $ROOT/" /proc/mounts; then
-        echo "arm64-check: still mounted under $ROOT:" >&2; grep " $ROOT/" /proc/mounts >&2
-    fi
+    arm64_unmount_all "$ROOT" || true
     exit $rc
 }
 trap cleanup EXIT
@@ -128,7 +126,7 @@ in_root() {
 }
 
 # -- 2. the arm64 root ----------------------------------------------------------------------------------
-if [ ! -e "$ROOT/.agegender-root-ok" ]; then
+if [ ! -e "$ROOT/$ARM64_DONE" ]; then
     mirror="${AGEGENDER_ARM64_MIRROR:-}"
     if [ -z "$mirror" ]; then
         mirror=$( { grep -rhoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list \
@@ -136,13 +134,15 @@ if [ ! -e "$ROOT/.agegender-root-ok" ]; then
         [ -n "$mirror" ] || die "no Debian mirror in the host's apt sources: set AGEGENDER_ARM64_MIRROR=<a Debian mirror URL>"
     fi
     say "arm64 root: debootstrap $SUITE arm64 (minbase) into $ROOT from $mirror (minutes, once)"
-    rm -rf "$ROOT"
-    mkdir -p "$(dirname "$ROOT")"
+    # an unfinished root (a failed first build) is deleted only if empty or marked by this script, and only once
+    # nothing is mounted under it (an interrupted run's mounts are undone first)
+    arm64_unmount_all "$ROOT" || die "something is still mounted under $ROOT; not deleting it"
+    arm64_fresh_root "$ROOT" || die "cannot start a new arm64 root in $ROOT"
     debootstrap --arch=arm64 --variant=minbase \
         --include=python3,python3-venv,python3-pip,python3-dev,gcc,g++,ca-certificates \
         "$SUITE" "$ROOT" "$mirror" > /tmp/agegender-arm64-debootstrap.log 2>&1 \
         || { tail -30 /tmp/agegender-arm64-debootstrap.log; die "debootstrap failed (log: /tmp/agegender-arm64-debootstrap.log)"; }
-    touch "$ROOT/.agegender-root-ok"
+    touch "$ROOT/$ARM64_DONE"
 else
     say "arm64 root: reusing $ROOT"
 fi

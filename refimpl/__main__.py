@@ -9,10 +9,19 @@ from . import DEFAULT_WEIGHTS, InputError, ModelFileError, load, preprocess
 from .golden import DEFAULT_GOLDEN, check_outputs, file_sha256, load_golden
 
 
+# An aligned face chip is square (UTKFace's and `agegender predict --save-chips`' are 200 x 200); a photo is
+# rarely square (4:3, 3:2, 16:9 are 1.33 and more) and has megapixels. Either sign means trace is not given a chip.
+CHIP_MAX_ASPECT = 1.2
+CHIP_MAX_SIDE = 512                      # 2.5 x a 200 x 200 chip, 8 x the network's 64 x 64 input
+
+
 def read_image(path):
     """Image file (any format pillow reads) or a .npy uint8 array -> uint8 array."""
     if path.endswith(".npy"):
-        return np.load(path)
+        try:
+            return np.load(path)         # allow_pickle stays False: a .npy holding objects is refused
+        except (ValueError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     try:
         from PIL import Image, ImageOps
     except ImportError:
@@ -30,9 +39,26 @@ def summary(args):
     print(format_table(layer_table(load(args.model))))
 
 
+def chip_warning(path, image):
+    """A one-line warning when `image` does not look like an aligned face chip, else None."""
+    shape = np.shape(image)
+    if len(shape) < 2 or min(shape[:2]) == 0:
+        return None                      # preprocess names what is wrong with it
+    h, w = shape[:2]
+    if max(h, w) / min(h, w) <= CHIP_MAX_ASPECT and max(h, w) <= CHIP_MAX_SIDE:
+        return None
+    return (f"warning: {path} is {w}x{h} pixels, not an aligned face chip (square, about 200x200); trace runs the "
+            f"network on the whole image as if it were one face: for a photo use `agegender predict {path}`, "
+            f"which finds and aligns each face")
+
+
 def trace(args):
     model = load(args.model)
-    x = preprocess(read_image(args.image))[None]
+    image = read_image(args.image)
+    warning = chip_warning(args.image, image)
+    if warning:
+        print(warning, file=sys.stderr)
+    x = preprocess(image)[None]
     print(f"{'layer':<28}{'shape':>14}{'min':>10}{'max':>10}{'mean':>10}{'std':>10}{'<0':>7}")
     for name, value in model.trace(x).items():
         shape = "x".join(map(str, value.shape[1:]))

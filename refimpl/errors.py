@@ -2,7 +2,7 @@
 
 
 class ModelFileError(ValueError):
-    """The ONNX file is missing, unreadable or does not match the architecture."""
+    """The ONNX file (or its golden vectors) is missing, unreadable, malformed or not this architecture."""
 
 
 class InputError(ValueError):

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from . import _bundled, spec
+from .errors import ModelFileError
 
 DEFAULT_GOLDEN = _bundled("golden.npz")
 
@@ -39,8 +40,14 @@ def golden_inputs():
 
 def load_golden(path=DEFAULT_GOLDEN):
     """-> (inputs [K, 3, 64, 64], {output name: [K, 1]}, model sha256 the vectors were made from)."""
-    with np.load(path) as f:
-        return f["inputs"], {name: f[name] for name in spec.OUTPUT_NAMES}, str(f["model_sha256"])
+    import zipfile
+
+    try:
+        with np.load(path) as f:
+            return f["inputs"], {name: f[name] for name in spec.OUTPUT_NAMES}, str(f["model_sha256"])
+    except (ValueError, KeyError, EOFError, AttributeError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"{path}: not a golden-vectors file of python -m bench.golden "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})") from None
 
 
 def compare(name, expected, got, atol):

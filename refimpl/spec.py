@@ -18,6 +18,9 @@ OUTPUT_NAMES = ("age", "gender", "age_final", "gender_final",
 LEAKY_ALPHA = 0.1                  # written into the file; readers take it from there
 BN_EPSILON = 1e-5
 OPSET = 13                         # TensorRT 8.2 (JetPack 4.6, the Nano) reads up to 13
+# Opsets a file may declare: every op of the graph means the same from 7 (ONNX Runtime's supported floor)
+# to 17; from 18 Split needs 'num_outputs' or a 'split' input, so this graph is no longer valid there.
+OPSET_MIN, OPSET_MAX = 7, 17
 ARCH_VERSION = "agegender-cnn/1"
 
 

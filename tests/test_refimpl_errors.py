@@ -198,3 +198,35 @@ def test_epsilon_and_alpha_are_read_from_the_file(reference_model_path, tmp_path
     for name in got:
         assert_close(name, expected[name], got[name], tolerance(name))
     assert np.abs(got["age"] - refimpl.load(reference_model_path).forward(x)["age"]).max() > 1e-2
+
+
+# ---- python -m refimpl trace on something that is not a chip ----------------------------------
+
+@pytest.mark.parametrize("shape, warned", [
+    ((200, 200, 3), False), ((64, 64, 3), False), ((210, 190, 3), False), ((512, 512, 3), False),
+    ((480, 640, 3), True), ((200, 100, 3), True), ((513, 513, 3), True), ((3000, 4000, 3), True),
+])
+def test_trace_warns_when_the_image_is_not_a_chip(shape, warned):
+    from refimpl.__main__ import chip_warning
+
+    warning = chip_warning("photo.png", np.zeros(shape, np.uint8))
+    assert (warning is not None) == warned
+    if warned:
+        assert "\n" not in warning and "not an aligned face chip" in warning
+        assert "agegender predict photo.png" in warning and f"{shape[1]}x{shape[0]}" in warning
+
+
+def test_trace_on_a_photo_prints_the_warning_once_and_still_traces(reference_model_path, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    photo = tmp_path / "photo.npy"
+    np.save(photo, np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+    done = subprocess.run([sys.executable, "-m", "refimpl", "trace", str(photo), "--model", reference_model_path],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "agegender predict" in lines[0], done.stderr
+    assert "years, P(male)" in done.stdout

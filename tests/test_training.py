@@ -13,7 +13,7 @@ import refimpl  # noqa: E402
 from conftest import assert_close, ort_session, utkface_dir  # noqa: E402
 from refimpl import spec  # noqa: E402
 from refimpl.golden import tolerance  # noqa: E402
-from training import data, splits  # noqa: E402
+from training import checkpoints, data, splits  # noqa: E402
 from training.export import export  # noqa: E402
 from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, gender_terms_only, mae_by_age_group,  # noqa: E402
                            metrics, paper_loss)
@@ -267,6 +267,28 @@ def test_training_preprocessing_is_refimpl_preprocess(tmp_path):
         np.testing.assert_array_equal(array, refimpl.preprocess(np.asarray(Image.open(path).convert("RGB"))))
 
 
+def test_cache_is_not_reused_when_an_image_changes(tmp_path):
+    """The cache was keyed by the paths alone: an image replaced under the same name kept its old chip."""
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    paths = [str(tmp_path / f"{i}.png") for i in range(2)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    cache = tmp_path / "cache"
+    first = np.array(data.preprocess_all(paths, str(cache), workers=1))
+    np.testing.assert_array_equal(data.preprocess_all(paths, str(cache), workers=1), first)   # reused as is
+    assert len(os.listdir(cache)) == 1
+    before = os.stat(paths[1]).st_mtime_ns
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(paths[1])                       # an edit ...
+    os.utime(paths[1], ns=(before + 10**9, before + 10**9))     # ... a second later, whatever the fs's clock grain
+    second = np.array(data.preprocess_all(paths, str(cache), workers=1))
+    np.testing.assert_array_equal(second[0], first[0])
+    np.testing.assert_allclose(second[1], 200 / 255, atol=1e-6)                                # the new image
+    assert len(os.listdir(cache)) == 2
+
+
 def test_smoke_training_and_export_round_trip(tmp_path):
     """A few steps on a handful of generated chips, then export, then refimpl and ORT agree with the module."""
     folder = eight_chips(tmp_path)
@@ -318,8 +340,8 @@ def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_bot
     main(["train", *second, "--out", str(tmp_path / "straight")])
     main(["train", *second, "--out", str(tmp_path / "resumed"), "--stop-after", "1"])
     main(["train", *second, "--out", str(tmp_path / "resumed"), "--resume"])
-    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    straight = checkpoints.load(tmp_path / "straight" / "last.pt")
+    resumed = checkpoints.load(tmp_path / "resumed" / "last.pt")
     for key in ("model", "training_model"):
         for name, tensor in straight[key].items():
             assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs after stop and resume"
@@ -351,7 +373,7 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     out = tmp_path / "ceiling"
     main(["--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1",
           "--batch-size", "3", "--epochs", "2", "--no-progress", "--out", str(out)])
-    state = torch.load(out / "last.pt", weights_only=False)
+    state = checkpoints.load(out / "last.pt")
     torch.manual_seed(0)                                 # the run's seed: the same initial weights
     initial = AgeGenderNet().state_dict()
     for name in ("age_virtual.fc.weight", "top_head.fc_age.weight", "top_head.fc_age.bias"):

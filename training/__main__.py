@@ -1,11 +1,17 @@
 """python -m training {train, evaluate, baseline, card, crossval, export}: see --help of each."""
 import argparse
 import json
+import sys
 
-from .options import add_data_args, add_train_args, require_data
+from .options import add_data_args, add_train_args, exit_status, require_data
 
 
 def main(argv=None):
+    """-> exit status: 2 with one line on stderr for a refused file (see options.exit_status)."""
+    return exit_status(_main, argv)
+
+
+def _main(argv):
     parser = argparse.ArgumentParser(prog="python -m training")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train with the paper's loss (UTKFace unless --dataset)")
@@ -67,10 +73,23 @@ def main(argv=None):
         from .evaluate import module_from_checkpoint
         from .export import export
 
-        card = json.load(open(args.card)) if args.card else {}
+        card = _read_card(args.card) if args.card else {}
         export(module_from_checkpoint(args.checkpoint), args.output, card)
         print(f"wrote {args.output}")
 
 
+def _read_card(path):
+    from refimpl import InputError
+
+    with open(path) as f:
+        try:
+            card = json.load(f)
+        except ValueError as exc:
+            raise InputError(f"{path}: not a JSON model card ({exc})") from None
+    if not isinstance(card, dict):
+        raise InputError(f"{path}: a JSON {type(card).__name__}, expected an object of model-card fields")
+    return card
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,11 +18,11 @@ LICENSE = "UTKFace is for non-commercial research purposes only; these weights i
 
 def training_stages(run_dir):
     """[(run_dir, args, log)] from the first stage to the last: a run started with --init continues another."""
-    import torch
+    from . import checkpoints
 
     stages = []
     while run_dir is not None:
-        args = torch.load(os.path.join(run_dir, "last.pt"), weights_only=False)["args"]
+        args = checkpoints.load(os.path.join(run_dir, "last.pt"))["args"]
         log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
         stages.insert(0, (run_dir, args, log))
         run_dir = os.path.dirname(args["init"]) if args.get("init") else None

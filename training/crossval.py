@@ -18,9 +18,9 @@ def last_record(run_dir):
     log_path, checkpoint = os.path.join(run_dir, "log.jsonl"), os.path.join(run_dir, "last.pt")
     if not os.path.isfile(log_path) or not os.path.isfile(checkpoint):
         raise SystemExit(f"error: {run_dir} is not a finished training run (expected log.jsonl and last.pt)")
-    import torch
+    from . import checkpoints
 
-    args = torch.load(checkpoint, weights_only=False)["args"]
+    args = checkpoints.load(checkpoint)["args"]
     with open(log_path) as f:
         records = [json.loads(line) for line in f if line.strip()]
     if not records or records[-1]["epoch"] != args["epochs"]:

@@ -178,9 +178,19 @@ def _preprocess_file(path):
     return refimpl.preprocess(read_image(path))
 
 
+def cache_key(paths):
+    """A hash of every file's path, size and modification time (ns): an image that is replaced or edited, even
+    under the same name, gives another key, so a stale cache is never reused."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
 def preprocess_all(paths, cache_dir=None, workers=2):
-    """float32 [N, 3, 64, 64] for the image files, cached (outside the repository) by a hash of the paths."""
-    key = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+    """float32 [N, 3, 64, 64] for the image files, cached (outside the repository) by cache_key(paths)."""
+    key = cache_key(paths)
     cache = os.path.join(cache_dir, f"chips-{key}.npy") if cache_dir else None
     if cache and os.path.exists(cache):
         return np.load(cache, mmap_mode="r")

@@ -4,6 +4,7 @@ import torch
 
 import refimpl
 
+from . import checkpoints
 from .loss import all_metrics, gender_acc_by_age_group, mae_by_age_group
 from .model import AgeGenderNet
 from .splits import describe
@@ -11,9 +12,7 @@ from .train import load_dataset, predict
 
 
 def module_from_checkpoint(path):
-    model = AgeGenderNet()
-    model.load_state_dict(torch.load(path, weights_only=False)["model"])
-    return model.eval()
+    return checkpoints.load_weights(AgeGenderNet(), checkpoints.load(path)["model"], path).eval()
 
 
 def run_refimpl(model, images, batch_size=256):
@@ -22,6 +21,9 @@ def run_refimpl(model, images, batch_size=256):
 
 
 def evaluate(args):
+    # the model first: a refused file fails at once, not after the data set is read; and ONNX Runtime opens
+    # only a file refimpl accepts (no external data, no foreign ops, ...)
+    model = refimpl.load(args.model) if args.model.endswith(".onnx") else module_from_checkpoint(args.model)
     samples, images, _, val_idx = load_dataset(args)
     ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
     if args.model.endswith(".onnx") and args.runtime == "onnxruntime":
@@ -33,10 +35,10 @@ def evaluate(args):
         outputs = dict(zip(refimpl.spec.OUTPUT_NAMES,
                            session.run(None, {"image": np.ascontiguousarray(images[val_idx])})))
     elif args.model.endswith(".onnx"):
-        outputs = run_refimpl(refimpl.load(args.model), images[val_idx])
+        outputs = run_refimpl(model, images[val_idx])
     else:
         torch.set_num_threads(args.threads)
-        outputs = predict(module_from_checkpoint(args.model), images[val_idx])
+        outputs = predict(model, images[val_idx])
     runtime = args.runtime if args.model.endswith(".onnx") else "torch"
     return {"model": args.model, "runtime": runtime,
             "split": describe(args, len(val_idx)),

@@ -18,9 +18,10 @@ import sys
 import numpy as np
 import torch
 
+from . import checkpoints
 from .loss import gender_terms_only, weighted_sum
 from .model import AgeGenderNet
-from .options import add_data_args, add_train_args, require_data
+from .options import add_data_args, add_train_args, exit_status, require_data
 from .train import load_dataset, train
 
 LOSS = "gender terms of formula (3) only (diagnostic)"
@@ -48,11 +49,12 @@ def gradient_norms(model, images, age, male):
 
 def print_gradient_norms(args, batch=256):
     torch.set_num_threads(args.threads)
+    state = checkpoints.load(args.gradients)       # a refused file fails before the data set is read
     samples, images, train_idx, _ = load_dataset(args)
     pick = np.sort(np.random.default_rng(args.seed).choice(train_idx, min(batch, len(train_idx)), replace=False))
     torch.manual_seed(args.seed)        # training mode: dropout draws from torch's generator
     model = AgeGenderNet()
-    model.load_state_dict(torch.load(args.gradients, weights_only=False)["model"])
+    checkpoints.load_weights(model, state["model"], args.gradients)
     norms = gradient_norms(model, torch.from_numpy(np.asarray(images[pick])),
                            torch.tensor(np.asarray(samples.ages, np.float32)[pick]),
                            torch.tensor(np.asarray(samples.males, np.float32)[pick]))
@@ -81,4 +83,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main))

@@ -44,6 +44,19 @@ def add_train_args(p, out="runs/utkface"):
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def exit_status(command, *args):
+    """Run a command-line entry point: a refused file or input (ModelFileError, InputError) or an OSError is
+    one line on stderr and exit status 2, not a traceback. -> the exit status."""
+    from refimpl import InputError, ModelFileError
+
+    try:
+        command(*args)
+    except (ModelFileError, InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def require_data(args):
     """Fill in --data's default and exit with one line when it is missing (a fresh machine has no data set)."""
     from .data import LOADERS

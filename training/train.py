@@ -6,7 +6,7 @@ import time
 import numpy as np
 import torch
 
-from . import data, splits
+from . import checkpoints, data, splits
 from .augment import augment
 from .loss import all_metrics, paper_loss
 from .model import AgeGenderNet
@@ -38,13 +38,14 @@ def train(args, log=print, loss_fn=paper_loss):
     if args.protocol == "all":
         raise SystemExit("error: --protocol all validates on every image and leaves none to train on "
                          "(use it with evaluate; train with holdout, kfold or lopo)")
+    init = checkpoints.load(args.init)["model"] if args.init else None     # a refused file fails before the data
     samples, images, train_idx, val_idx = load_dataset(args)
     ages, males = np.asarray(samples.ages, np.float32), np.asarray(samples.males, np.float32)
     log(f"data: {len(samples)} images, train {len(train_idx)}, validation {len(val_idx)} "
         f"({', '.join(f'{k} {v}' for k, v in splits.describe(args, len(val_idx)).items() if k != 'n_val')})")
     model = AgeGenderNet().to(memory_format=torch.channels_last)
     if args.init:                       # a second stage: start from another run's weights, with a new schedule
-        model.load_state_dict(torch.load(args.init, weights_only=False)["model"])
+        checkpoints.load_weights(model, init, args.init)
         log(f"initialised from {args.init}")
     # an exponential moving average of the weights (and BatchNorm statistics) is what gets evaluated and exported
     averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
@@ -56,7 +57,7 @@ def train(args, log=print, loss_fn=paper_loss):
                                                    pct_start=0.15)
     start_epoch, checkpoint = 0, os.path.join(args.out, "last.pt")
     if args.resume and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, weights_only=False)
+        state = checkpoints.load(checkpoint)
         if state["args"]["epochs"] != args.epochs:
             raise SystemExit(f"error: {checkpoint} belongs to a {state['args']['epochs']}-epoch run (the learning-rate "
                              f"schedule spans it); resume with --epochs {state['args']['epochs']}")
@@ -65,7 +66,7 @@ def train(args, log=print, loss_fn=paper_loss):
             raise SystemExit(f"error: {checkpoint} was trained on another split ({splits.describe(stored, 0)}, limit "
                              f"{stored.limit}); resume with the run's own --dataset, --protocol and split options, "
                              "or the validation images would be trained on")
-        model.load_state_dict(state.get("training_model", state["model"]))
+        checkpoints.load_weights(model, state.get("training_model", state["model"]), checkpoint)
         if averaged is not None:
             averaged.module.load_state_dict(state["model"])
             averaged.n_averaged.fill_(state["n_averaged"])
@@ -109,8 +110,7 @@ def train(args, log=print, loss_fn=paper_loss):
                  "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args), "rng": torch.get_rng_state()}
         if averaged is not None:        # "model" is what evaluate and export read; resume needs the raw weights too
             state.update(training_model=model.state_dict(), n_averaged=int(averaged.n_averaged))
-        torch.save(state, checkpoint + ".tmp")
-        os.replace(checkpoint + ".tmp", checkpoint)
+        checkpoints.save(state, checkpoint)
     return evaluated
 
 
