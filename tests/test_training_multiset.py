@@ -131,7 +131,11 @@ def test_chip_cache_is_keyed_by_the_files_and_the_detector_version(tmp_path, mon
     assert len(calls) == 3                       # 2 photos, the one without a face tried twice; then the cache
     np.testing.assert_array_equal(np.asarray(again.images), first.images)
     assert again.how.tolist() == first.how.tolist()
+    part = chips.cached_subset(paths[1:], paths, cache)               # a --limit run reads the whole set's cache
+    assert len(calls) == 3 and part.how.tolist() == first.how[1:].tolist()
+    np.testing.assert_array_equal(part.images, first.images[1:])
     monkeypatch.setattr(chips, "VERSION", chips.VERSION + 1)        # another aligner: computed anew
+    assert chips.cached_subset(paths[1:], paths, cache) is None
     chips.aligned_chips(paths, cache, workers=1)
     assert len(calls) == 6 and len([n for n in os.listdir(cache) if n.endswith(".npy")]) == 2
 
@@ -201,6 +205,11 @@ def test_multiset_training_resumes_exactly_and_evaluates_each_set(tmp_path, monk
               "--resume"])
 
     capsys.readouterr()
+    main(["compare", str(tmp_path / "straight"), str(tmp_path / "resumed")])
+    lines = capsys.readouterr().out.splitlines()
+    assert "utkface MAE" in lines[0] and "aaf gender" in lines[0] and "pooled MAE" in lines[0]
+    assert lines[1].split()[1:] == lines[2].split()[1:]                # the same metrics: resumed exactly
+    assert "aaf validation: " in lines[-1]
     main(["export", str(tmp_path / "straight" / "last.pt"), str(tmp_path / "m.onnx")])
     weights, _, _ = refimpl.onnx_format.read(tmp_path / "m.onnx")
     assert set(weights) == set(spec.parameter_shapes())                 # no log-variance in the shipped file
@@ -315,10 +324,14 @@ def test_each_loss_against_an_independent_computation():
     out, age, male = outputs_and_labels()
     gender, age_years = independent_terms(out, age, male)
     assert HEAD_WEIGHTS == {"final": 1.0, "virtual": 0.3, "low": 0.5}
-    assert float(TaskLoss("paper")(out, age, male)[0]) == pytest.approx(gender + age_years, rel=1e-5)
-    assert float(TaskLoss("paper")(out, age, male)[0]) == pytest.approx(float(paper_loss(out, age, male)[0]), rel=1e-6)
-    assert float(TaskLoss("paper", 3.0)(out, age, male)[0]) == pytest.approx(3 * gender + age_years, rel=1e-5)
-    assert float(TaskLoss("decades", 2.0)(out, age, male)[0]) == pytest.approx(2 * gender + age_years / 10, rel=1e-5)
+
+    def value(loss):
+        return float(loss(out, age, male)[0].detach())
+
+    assert value(TaskLoss("paper")) == pytest.approx(gender + age_years, rel=1e-5)
+    assert value(TaskLoss("paper")) == pytest.approx(value(paper_loss), rel=1e-6)
+    assert value(TaskLoss("paper", 3.0)) == pytest.approx(3 * gender + age_years, rel=1e-5)
+    assert value(TaskLoss("decades", 2.0)) == pytest.approx(2 * gender + age_years / 10, rel=1e-5)
     kendall = TaskLoss("uncertainty", 0.5)
     with torch.no_grad():
         kendall.log_variance.copy_(torch.tensor([1.5, -0.4]))
@@ -326,7 +339,7 @@ def test_each_loss_against_an_independent_computation():
     # + log sigma_g, with log sigma = s / 2
     sigma2_a, sigma2_g = np.exp(1.5), np.exp(-0.4)
     expected = age_years / (2 * sigma2_a) + 0.5 * gender / sigma2_g + np.log(np.sqrt(sigma2_a)) + np.log(np.sqrt(sigma2_g))
-    assert float(kendall(out, age, male)[0]) == pytest.approx(expected, rel=1e-5)
+    assert value(kendall) == pytest.approx(expected, rel=1e-5)
 
 
 def test_uncertainty_weights_move_toward_the_task_losses():

@@ -1,4 +1,4 @@
-"""python -m training {chips, train, evaluate, baseline, card, crossval, export}: see --help of each."""
+"""python -m training {chips, train, evaluate, baseline, card, crossval, compare, export}: see --help of each."""
 import argparse
 import json
 import sys
@@ -40,6 +40,8 @@ def _main(argv):
     f = sub.add_parser("crossval", help="pool the validation metrics of the k-fold or leave-one-person-out runs")
     f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold")
     f.add_argument("--json", help="write the pooled metrics here")
+    m = sub.add_parser("compare", help="the last epoch's validation metrics of runs side by side, per data set")
+    m.add_argument("runs", nargs="+", help="the runs' --out folders")
     x = sub.add_parser("export", help="checkpoint -> ONNX file with the model card")
     x.add_argument("checkpoint")
     x.add_argument("output")
@@ -82,6 +84,10 @@ def _main(argv):
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(summary, f, indent=2)
+    elif args.command == "compare":
+        from .crossval import compare, format_comparison
+
+        print(format_comparison(compare(args.runs)))
     elif args.command == "card":
         from .card import main as card_main
 

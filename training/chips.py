@@ -171,6 +171,21 @@ def aligned_chips(paths, cache_dir=None, workers=2, detector=None, progress=None
     return chips
 
 
+def cached_subset(paths, all_paths, cache_dir):
+    """AlignedChips of `paths` (a subset of `all_paths`, e.g. a --limit smoke run) taken from the cache of all_paths
+    when `python -m training chips` made it, else None. The rows are copied (a subset is small)."""
+    if not cache_dir:
+        return None
+    arrays_path, faces_path = cache_paths(all_paths, cache_dir, detector_salt())
+    if not (os.path.exists(arrays_path) and os.path.exists(faces_path)):
+        return None
+    row = {path: i for i, path in enumerate(all_paths)}
+    index = np.array([row[path] for path in paths], np.int64)
+    with np.load(faces_path) as faces:
+        return AlignedChips(np.asarray(np.load(arrays_path, mmap_mode="r")[index]), faces["how"][index],
+                            faces["faces"][index], faces["landmarks"][index])
+
+
 def _report(progress, done, total):
     if progress is not None and (done % 250 == 0 or done == total):
         progress(done, total)

@@ -62,9 +62,14 @@ def load_sets(args):
         if part.name not in data.NEEDS_ALIGNMENT:
             arrays.append(data.preprocess_all(paths, args.cache))
             continue
-        aligned = chips.aligned_chips(paths, args.cache, workers=max(1, min(args.threads or 1, os.cpu_count())),
-                                      progress=lambda done, total: print(f"{part.name}: detecting faces, {done}/{total}",
-                                                                         file=sys.stderr, flush=True))
+        aligned = None
+        if args.limit:                  # a smoke run on part of the set: the whole set's chips, when cached
+            aligned = chips.cached_subset(paths, data.load(part.name, part.path).paths, args.cache)
+        if aligned is None:
+            aligned = chips.aligned_chips(paths, args.cache, workers=max(1, min(args.threads or 1, os.cpu_count())),
+                                          progress=lambda done, total: print(f"{part.name}: detecting faces, "
+                                                                             f"{done}/{total}", file=sys.stderr,
+                                                                             flush=True))
         found = np.asarray(aligned.found)
         part.how, part.val_photos, part.landmarks = np.asarray(aligned.how), part.val, np.asarray(aligned.landmarks)
         part.train = part.train[found[part.train - part.start]]
