@@ -69,19 +69,18 @@ class TaskLoss(torch.nn.Module):
             self.log_variance = torch.nn.Parameter(torch.zeros(2))    # [age, gender], s = log sigma^2, from 1
 
     def forward(self, out, age, male):
+        if self.kind != "uncertainty":      # summed head by head, in formula (3)'s order (the same value to the bit)
+            scale = 1.0 if self.kind == "paper" else 0.1
+            return weighted_sum(out, age, male, lambda bce, mae: self.gender_weight * bce + scale * mae
+                                if (self.gender_weight, scale) != (1.0, 1.0) else bce + mae)
         gender, age_years, parts = 0.0, 0.0, {}
         for head, weight in HEAD_WEIGHTS.items():
             bce, mae = head_terms(out, age, male, head)
             parts[head] = float((bce + mae).detach())
             gender, age_years = gender + weight * bce, age_years + weight * mae
-        gender = self.gender_weight * gender
-        if self.kind == "paper":
-            return gender + age_years, parts
-        if self.kind == "decades":
-            return gender + age_years / 10, parts
         s_age, s_gender = self.log_variance[0], self.log_variance[1]
         total = (0.5 * torch.exp(-s_age) * age_years + 0.5 * s_age
-                 + torch.exp(-s_gender) * gender + 0.5 * s_gender)
+                 + torch.exp(-s_gender) * self.gender_weight * gender + 0.5 * s_gender)
         return total, parts
 
     def describe(self):
