@@ -400,3 +400,30 @@ def test_real_aaf_photos_get_the_chips_agegender_predict_makes():
         if result.how[i] == chips.FIRST_PASS:
             _, chip = estimator.find_faces(path)[0]
             np.testing.assert_array_equal(result.images[i], refimpl.preprocess(chip))
+
+
+def test_a_stage_from_the_shipped_onnx_file_carries_its_cards_stages(tmp_path):
+    """A run started with --init weights.onnx: the card lists the stages stored in that file's card first, and its
+    commands rebuild the earlier weights and then start from their checkpoint, not from the overwritten file."""
+    from test_training import randomized_module
+    from training.__main__ import main
+    from training.card import make_card
+    from training.export import export
+
+    earlier = {"training": {"stages": ["28 epochs of the first run"], "epochs": 28},
+               "reproduce": ["python -m training train --epochs 28 --threads 2 --out runs/utkface",
+                             "python -m training export runs/utkface/last.pt /tmp/trained.onnx"]}
+    export(randomized_module(7), tmp_path / "shipped.onnx", earlier)
+    utk = utkface_folder(tmp_path)
+    data_args = ["--data", str(utk), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1"]
+    main(["train", *data_args, "--init", str(tmp_path / "shipped.onnx"), "--epochs", "1", "--batch-size", "4",
+          "--loss", "decades", "--gender-weight", "2", "--no-progress", "--out", str(tmp_path / "ft")])
+    main(["evaluate", *data_args, str(tmp_path / "ft" / "last.pt"), "--json", str(tmp_path / "e.json")])
+    card, _ = make_card(str(tmp_path / "ft"), tmp_path / "e.json", tmp_path / "e.json")
+    assert card["training"]["epochs"] == 29 and card["training"]["stages"][0] == "28 epochs of the first run"
+    assert "starting from the weights of" in card["training"]["stages"][1]
+    assert card["reproduce"][0] == "python -m training train --epochs 28 --threads 2 --out runs/utkface"
+    assert "--init runs/utkface/last.pt" in card["reproduce"][1] and "--loss decades --gender-weight 2" in \
+        card["reproduce"][1]
+    assert "ten times" in card["training"]["loss_vs_formula_3"] and "multiplied by 2" in \
+        card["training"]["loss_vs_formula_3"]

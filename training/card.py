@@ -76,6 +76,35 @@ def train_command(args, out):
     return command + f" --out {out}"
 
 
+def previous_card(stages):
+    """When the first stage started from an ONNX file (--init weights/agegender.onnx), the model card stored in
+    that file's metadata_props ({"training": ..., "reproduce": [...]}) -- the stages that made those weights --
+    else None."""
+    init = stages[0][1].get("init") or ""
+    if not init.endswith(".onnx"):
+        return None
+    from refimpl import onnx_format
+
+    metadata = onnx_format.read(init)[2]
+    try:
+        training, reproduce = json.loads(metadata["training"]), json.loads(metadata["reproduce"])
+    except (KeyError, ValueError):
+        return None
+    return {"stages": training.get("stages", []), "epochs": training.get("epochs", 0),
+            "commands": [c for c in reproduce if c.startswith(("python -m training train", "python -m training chips"))]}
+
+
+def earlier_commands(previous, first_command, init):
+    """The earlier weights' training commands, and our first stage's command starting from their last run's
+    checkpoint (the ONNX file it started from is overwritten when the new weights ship)."""
+    commands = previous["commands"]
+    trains = [c for c in commands if c.startswith("python -m training train")]
+    if not trains or " --out " not in trains[-1]:
+        return commands + [first_command]
+    out = trains[-1].split(" --out ")[-1].split()[0]
+    return commands + [first_command.replace(f"--init {init}", f"--init {out}/last.pt")]
+
+
 def reproduce_commands(stages):
     from .data import NEEDS_ALIGNMENT
 
@@ -83,8 +112,13 @@ def reproduce_commands(stages):
     dataset = stages[-1][1].get("dataset", "utkface")
     sets = f" --dataset {dataset}" if dataset != "utkface" else ""
     photos = [name for name in dataset.split(",") if name in NEEDS_ALIGNMENT]
-    return [*(f"python -m training chips --dataset {name}" for name in photos),
-            *(train_command(args, run_dir) for run_dir, args, _ in stages),
+    trains = [train_command(args, run_dir) for run_dir, args, _ in stages]
+    previous = previous_card(stages)
+    if previous:
+        trains = earlier_commands(previous, trains[0], stages[0][1]["init"]) + trains[1:]
+    return [*(f"python -m training chips --dataset {name}" for name in photos if
+              f"python -m training chips --dataset {name}" not in trains),
+            *trains,
             f"python -m training export {last}/last.pt /tmp/trained.onnx",
             f"python -m training evaluate /tmp/trained.onnx{sets} --runtime onnxruntime --json runs/eval.json",
             f"python -m training baseline{sets} --json runs/baseline.json",
@@ -132,6 +166,7 @@ def make_card(run_dir, eval_json, baseline_json):
     last_args = stages[-1][1]
     seconds = sorted(r["seconds"] for r in log)
     losses = [describe_loss(a) for _, a, _ in stages]
+    previous = previous_card(stages)
     card = {
         "architecture": spec.ARCH_VERSION,
         "paper": "Huy-Tran Quoc Bao, Chung Sun-Tae: A light-weight Gender/Age Estimation model based on "
@@ -142,8 +177,8 @@ def make_card(run_dir, eval_json, baseline_json):
         "training_data": "; ".join(DATA_SETS.get(n, n) for n in names),
         "license": "; ".join(LICENSES.get(n, f"{n}: see its source") for n in names),
         "split": ours["split"],
-        "training": {"stages": [describe_stage(args) for _, args, _ in stages],
-                     "epochs": sum(args["epochs"] for _, args, _ in stages),
+        "training": {"stages": [*(previous or {}).get("stages", []), *(describe_stage(args) for _, args, _ in stages)],
+                     "epochs": (previous or {}).get("epochs", 0) + sum(args["epochs"] for _, args, _ in stages),
                      "seed": last_args["seed"], "val_fraction": last_args["val_fraction"],
                      "loss": "paper formula (3)" if all(loss == LOSSES["paper"] for loss in losses) else
                              "; then ".join(dict.fromkeys(losses)),
