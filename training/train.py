@@ -46,7 +46,7 @@ class Loaded:
 
 def detection(part):
     """{"all": ..., "val": ...} detection summaries of a set that went through training.chips, else None."""
-    if getattr(part, "how", None) is None:
+    if part.how is None:
         return None
     return {"all": chips.detection_summary(part.how),
             "val": chips.detection_summary(part.how, part.val_photos - part.start)}
@@ -233,6 +233,10 @@ def train(args, log=print, loss_fn=None):
         for name, metrics in (val_sets or {}).items():
             g = metrics["ensemble"]["gender_acc"]
             line += f"; {name} {metrics['ensemble']['mae']:.2f} {'-' if g is None else f'{g:.3f}'}"
+            if name in found:
+                line += f" (faces in {found[name]['rate']:.1%} of its photos)"
+        if val_sets is None and found:
+            line += "".join(f" (faces in {v['rate']:.1%} of the {name} photos)" for name, v in found.items())
         log(f"{line} ({record['seconds']} s)")
         state = {"model": evaluated.state_dict(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "epoch": epoch, "args": vars(args), "rng": torch.get_rng_state()}
