@@ -131,6 +131,11 @@ def test_chip_cache_is_keyed_by_the_files_and_the_detector_version(tmp_path, mon
     assert len(calls) == 3                       # 2 photos, the one without a face tried twice; then the cache
     np.testing.assert_array_equal(np.asarray(again.images), first.images)
     assert again.how.tolist() == first.how.tolist()
+    # the same files named another way ($PWD/../shared/... in .ci/run, /work/shared/... by hand): the same key
+    roundabout = [os.path.join(os.path.dirname(p), "..", "images", os.path.basename(p)) for p in paths]
+    assert data.cache_key(roundabout, "x") == data.cache_key(paths, "x") != data.cache_key(paths, "y")
+    again = chips.aligned_chips(roundabout, cache, workers=1)
+    assert len(calls) == 3 and again.how.tolist() == first.how.tolist()
     part = chips.cached_subset(paths[1:], paths, cache)               # a --limit run reads the whole set's cache
     assert len(calls) == 3 and part.how.tolist() == first.how[1:].tolist()
     np.testing.assert_array_equal(part.images, first.images[1:])

@@ -209,9 +209,11 @@ def _preprocess_file(path):
 def cache_key(paths, salt=""):
     """A hash of every file's path, size and modification time (ns): an image that is replaced or edited, even
     under the same name, gives another key, so a stale cache is never reused. `salt` names what was computed
-    from the files (training.chips: the detector and aligner version), so that is part of the key too."""
+    from the files (training.chips: the detector and aligner version), so that is part of the key too. Paths
+    count by their real location: `../shared/x` and `/work/shared/x` are the same file, with the same key."""
     digest = hashlib.sha256(salt.encode())
     for path in paths:
+        path = os.path.realpath(path)
         stat = os.stat(path)
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
