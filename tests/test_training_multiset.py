@@ -274,8 +274,14 @@ def test_multiset_options_name_what_is_wrong(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     main(["chips", "--dataset", "aaf", "--cache", str(tmp_path / "cache"), "--workers", "1"])
     assert "aaf: 4 of 4 photos have a face (100.0%)" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["train", "--dataset", "utkface,nope"])
+    capsys.readouterr()
+    for bad, says in ((["--dataset", "utkface,nope"], "unknown data set 'nope'"),
+                      (["--dataset", "aaf,aaf"], "a data set appears twice"),
+                      (["--set-weights", "1,inf"], "finite number above 0"),
+                      (["--gender-weight", "-1"], "finite number above 0")):
+        with pytest.raises(SystemExit):
+            main(["train", *bad])
+        assert says in capsys.readouterr().err
 
 
 def stand_in_package():

@@ -9,10 +9,8 @@ DEFAULT_CACHE = os.environ.get("AGEGENDER_CACHE") or os.path.join(os.path.expand
 
 def add_data_args(p):
     """Which images and how they are split: every command that reads a data set takes these."""
-    from .data import LOADERS
+    from .data import ENV_VARS, LOADERS
     from .splits import PROTOCOLS
-
-    from .data import ENV_VARS
 
     p.add_argument("--dataset", type=dataset_names, default="utkface",
                    help="one data set or several, comma-separated (utkface,aaf): "
@@ -57,9 +55,19 @@ def set_weights(text):
         weights = [float(w) for w in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text}: expected numbers, comma-separated (e.g. 1,2)") from None
-    if not all(w > 0 for w in weights):
-        raise argparse.ArgumentTypeError(f"{text}: every set weight must be above 0")
+    if not all(0 < w < float("inf") for w in weights):
+        raise argparse.ArgumentTypeError(f"{text}: every set weight must be a finite number above 0")
     return weights
+
+
+def gender_weight(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: expected a finite number above 0 (1 = formula (3))")
+    return value
 
 
 def add_loss_args(p):
@@ -68,7 +76,7 @@ def add_loss_args(p):
 
     p.add_argument("--loss", choices=list(LOSSES), default="paper",
                    help="; ".join(f"{name}: {what}" for name, what in LOSSES.items()))
-    p.add_argument("--gender-weight", type=float, default=1.0,
+    p.add_argument("--gender-weight", type=gender_weight, default=1.0,
                    help="multiplies the gender (BCE) terms of any --loss (1 = formula (3) as published)")
 
 
