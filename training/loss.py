@@ -1,4 +1,17 @@
-"""The paper's weighted multi-task loss (formula 3) and the evaluation metrics."""
+"""The paper's weighted multi-task loss (formula 3), other balances of its two tasks, and the evaluation metrics.
+
+Formula (3) adds each head's gender BCE (about 0.2-0.7) to its age MAE in years (about 5-15):
+the age terms dominate the shared layers' gradients (training.gender_ceiling --gradients).
+TaskLoss keeps formula (3)'s head weights and offers what the field uses to rebalance:
+
+    paper        sum_h w_h (g BCE_h + MAE_h)                      formula (3) when g = 1
+    decades      sum_h w_h (g BCE_h + MAE_h / 10)                 age in decades inside the loss
+    uncertainty  exp(-s_a) A / 2 + s_a / 2 + exp(-s_g) g G + s_g / 2, A = sum_h w_h MAE_h, G = sum_h w_h BCE_h
+                 (Kendall, Gal, Cipolla, CVPR 2018, eq. 7 and 10: s = log sigma^2 of each task, learned)
+
+with g = --gender-weight. The learned s_a, s_g are saved in the checkpoint (under "loss"),
+never in the ONNX file: the network is unchanged.
+"""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,6 +50,55 @@ def paper_loss(out, age, male):
     return weighted_sum(out, age, male, lambda bce, mae: bce + mae)
 
 
+LOSSES = {
+    "paper": "formula (3): sum over heads of w_h (BCE + MAE in years)",
+    "decades": "as formula (3) with the age MAE in decades (MAE / 10)",
+    "uncertainty": "learned log-variances per task (Kendall et al. 2018) weigh the age MAE and the gender BCE",
+}
+
+
+class TaskLoss(torch.nn.Module):
+    """forward(out, age, male) -> (total, {head: its unweighted formula (3) term}); see the module's docstring."""
+
+    def __init__(self, kind="paper", gender_weight=1.0):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"unknown loss {kind!r}; expected one of {', '.join(LOSSES)}")
+        self.kind, self.gender_weight = kind, float(gender_weight)
+        if kind == "uncertainty":
+            self.log_variance = torch.nn.Parameter(torch.zeros(2))    # [age, gender], s = log sigma^2, from 1
+
+    def forward(self, out, age, male):
+        if self.kind != "uncertainty":      # summed head by head, in formula (3)'s order (the same value to the bit)
+            scale = 1.0 if self.kind == "paper" else 0.1
+            return weighted_sum(out, age, male, lambda bce, mae: self.gender_weight * bce + scale * mae
+                                if (self.gender_weight, scale) != (1.0, 1.0) else bce + mae)
+        gender, age_years, parts = 0.0, 0.0, {}
+        for head, weight in HEAD_WEIGHTS.items():
+            bce, mae = head_terms(out, age, male, head)
+            parts[head] = float((bce + mae).detach())
+            gender, age_years = gender + weight * bce, age_years + weight * mae
+        s_age, s_gender = self.log_variance[0], self.log_variance[1]
+        total = (0.5 * torch.exp(-s_age) * age_years + 0.5 * s_age
+                 + torch.exp(-s_gender) * self.gender_weight * gender + 0.5 * s_gender)
+        return total, parts
+
+    def describe(self):
+        """What the card says about this loss, and how it differs from formula (3)."""
+        text = LOSSES[self.kind]
+        if self.gender_weight != 1.0:
+            text += f", the gender terms weighted {self.gender_weight:g}"
+        return text
+
+
+def describe_loss(args):
+    """The card's line for a run's stored args (runs before --loss used formula (3))."""
+    kind = args.get("loss") or "paper"
+    if kind not in LOSSES:
+        return kind                                   # training.gender_ceiling's own description
+    return TaskLoss(kind, args.get("gender_weight") or 1.0).describe()
+
+
 def gender_terms_only(out, age, male):
     """Formula (3) without its age terms. Only for the diagnostic in training.gender_ceiling: never the loss of
     a model that ships."""
@@ -58,6 +120,14 @@ def metrics(age_pred, male_prob, age, male):
     return {"mae": float(err.mean()), "ca3": float((err <= 3).mean()), "ca5": float((err <= 5).mean()),
             "gender_acc": float(correct.mean()) if len(correct) else None, "n": int(len(err)),
             "n_gender": int(len(correct))}
+
+
+def by_gender(age_pred, male_prob, age, male):
+    """{"female": metrics, "male": metrics} over the images of each true gender (unlabelled ones left out)."""
+    age_pred, male_prob, age, male = (np.asarray(a, np.float64) for a in (age_pred, male_prob, age, male))
+    return {name: (metrics(age_pred[male == value], male_prob[male == value], age[male == value], male[male == value])
+                   if (male == value).any() else None)
+            for name, value in (("female", 0), ("male", 1))}
 
 
 def all_metrics(outputs, age, male):

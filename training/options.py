@@ -1,23 +1,30 @@
 """Command-line options shared by `python -m training` and `python -m training.gender_ceiling`."""
+import argparse
 import os
 import sys
 
-DATA_ENV = "AGEGENDER_UTKFACE"          # the UTKFace folder when --data is not given
-GET_UTKFACE = ("UTKFace is not part of the kit (non-commercial research license): download its 'aligned and "
-               "cropped' face chips from https://susanqq.github.io/UTKFace/, unpack them, and pass the folder as "
-               f"--data or in the environment variable {DATA_ENV}")
-DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "agegender-kit")
+# preprocessed arrays and aligned chips live outside the repository (never commit arrays made from the data sets)
+DEFAULT_CACHE = os.environ.get("AGEGENDER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "agegender-kit")
 
 
 def add_data_args(p):
     """Which images and how they are split: every command that reads a data set takes these."""
-    from .data import LOADERS
+    from .data import ENV_VARS, LOADERS
     from .splits import PROTOCOLS
 
-    p.add_argument("--dataset", choices=list(LOADERS), default="utkface",
-                   help="; ".join(f"{name}: --data is {what}" for name, (_, what, _) in LOADERS.items()))
-    p.add_argument("--data", help=f"the data set's folder or CSV (default for utkface: the env {DATA_ENV})")
-    p.add_argument("--cache", default=DEFAULT_CACHE, help="where preprocessed arrays are cached (not the repo)")
+    p.add_argument("--dataset", type=dataset_names, default="utkface",
+                   help="one data set or several, comma-separated (utkface,aaf): "
+                        + "; ".join(f"{name}: --data is {what}" for name, (_, what, _) in LOADERS.items()))
+    p.add_argument("--data", help="the data set's folder or CSV; for several sets, their paths comma-separated in "
+                                  "--dataset's order. Default: the environment variable of each set ("
+                                  + ", ".join(f"{name}: {var}" for name, var in ENV_VARS.items()) + ")")
+    p.add_argument("--set-weights", type=set_weights,
+                   help="several sets: sampling weight of each set's images, comma-separated in --dataset's order "
+                        "(default 1 each: every training image once per epoch; 1,2: an AAF image is drawn twice as "
+                        "often as a UTKFace one, with replacement)")
+    p.add_argument("--cache", default=DEFAULT_CACHE,
+                   help="where preprocessed arrays and aligned chips are cached, outside the repository (default: "
+                        "$AGEGENDER_CACHE or ~/.cache/agegender-kit)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="holdout",
                    help="holdout: a seeded --val-fraction; kfold: fold --fold of --folds; lopo: leave one person "
                         "out, --fold picks the person (fgnet, morph2); all: every image validates (evaluate only)")
@@ -29,6 +36,50 @@ def add_data_args(p):
     p.add_argument("--threads", type=int, default=os.cpu_count())
 
 
+def dataset_names(text):
+    """argparse type of --dataset: 'utkface' or 'utkface,aaf' (known names, each once)."""
+    from .data import LOADERS
+
+    names = [n.strip() for n in text.split(",")]
+    unknown = [n for n in names if n not in LOADERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown data set {unknown[0]!r}; expected one or several of "
+                                         f"{', '.join(LOADERS)}, comma-separated")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"{text}: a data set appears twice")
+    return ",".join(names)
+
+
+def set_weights(text):
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: expected numbers, comma-separated (e.g. 1,2)") from None
+    if not all(0 < w < float("inf") for w in weights):
+        raise argparse.ArgumentTypeError(f"{text}: every set weight must be a finite number above 0")
+    return weights
+
+
+def gender_weight(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: expected a finite number above 0 (1 = formula (3))")
+    return value
+
+
+def add_loss_args(p):
+    """How train weighs the two tasks (formula (3) by default)."""
+    from .loss import LOSSES
+
+    p.add_argument("--loss", choices=list(LOSSES), default="paper",
+                   help="; ".join(f"{name}: {what}" for name, what in LOSSES.items()))
+    p.add_argument("--gender-weight", type=gender_weight, default=1.0,
+                   help="multiplies the gender (BCE) terms of any --loss (1 = formula (3) as published)")
+
+
 def add_train_args(p, out="runs/utkface"):
     """The optimizer, schedule and checkpoint options of a training run."""
     p.add_argument("--epochs", type=int, default=40)
@@ -36,7 +87,8 @@ def add_train_args(p, out="runs/utkface"):
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--out", default=out)
-    p.add_argument("--init", help="start from this checkpoint's weights (a second stage with its own schedule)")
+    p.add_argument("--init", help="start from these weights (a second stage with its own schedule): a checkpoint .pt "
+                                  "or an exported ONNX file such as weights/agegender.onnx")
     p.add_argument("--ema", type=float, default=0.0,
                    help="evaluate and export an exponential moving average of the weights with this decay per step "
                         "(e.g. 0.998); 0 = off")
@@ -59,17 +111,35 @@ def exit_status(command, *args):
 
 
 def require_data(args):
-    """Fill in --data's default and exit with one line when it is missing (a fresh machine has no data set)."""
-    from .data import LOADERS
+    """Resolve each set's path (--data, else its environment variable) into args.sets [(name, path)] and
+    args.data (the paths, comma-joined); exit with one line naming the set, what it expects and where to get it
+    when a path is missing (a fresh machine has no data set)."""
+    from .data import ENV_VARS, LOADERS, WHERE_TO_GET
 
-    _, what, is_file = LOADERS[args.dataset]
+    names = args.dataset.split(",")
     if args.data is None:
-        if args.dataset != "utkface":
-            sys.exit(f"error: --dataset {args.dataset} needs --data: {what}")
-        args.data = os.environ.get(DATA_ENV)
-        if not args.data:
-            sys.exit(f"error: no data set given. {GET_UTKFACE}")
-    if not (os.path.isfile(args.data) if is_file else os.path.isdir(args.data)):
-        sys.exit(f"error: {'file' if is_file else 'folder'} {args.data} not found "
-                 f"(--dataset {args.dataset} expects {what}; set --data)"
-                 + (f". {GET_UTKFACE}" if args.dataset == "utkface" else ""))
+        given = [None] * len(names)
+    else:
+        given = [args.data] if len(names) == 1 else args.data.split(",")
+        if len(given) != len(names):
+            sys.exit(f"error: --data has {len(given)} paths for the {len(names)} data sets of --dataset "
+                     f"{args.dataset}; give one per set, comma-separated in the same order")
+    if getattr(args, "set_weights", None) is not None and len(args.set_weights) != len(names):
+        sys.exit(f"error: --set-weights has {len(args.set_weights)} weights for the {len(names)} data sets of "
+                 f"--dataset {args.dataset}")
+    sets = []
+    for name, path in zip(names, given):
+        _, what, is_file = LOADERS[name]
+        variable = ENV_VARS.get(name)
+        how = f"; get it: {WHERE_TO_GET[name]}" if name in WHERE_TO_GET else ""
+        if not path:
+            path = os.environ.get(variable) if variable else None
+            if not path:
+                sys.exit(f"error: --dataset {name} needs --data" + (f" or {variable}" if variable else "")
+                         + f": {what}{how}")
+        if not (os.path.isfile(path) if is_file else os.path.isdir(path)):
+            sys.exit(f"error: {'file' if is_file else 'folder'} {path} not found (--dataset {name} expects "
+                     f"{what}; set --data" + (f" or {variable}" if variable else "") + f"){how}")
+        sets.append((name, path))
+    args.sets = sets
+    args.data = ",".join(path for _, path in sets)

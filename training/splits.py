@@ -1,5 +1,12 @@
-"""Evaluation protocols: a seeded holdout split, k-fold, and leave-one-person-out (FG-NET)."""
+"""Evaluation protocols: a seeded holdout split, k-fold, and leave-one-person-out (FG-NET); several data sets.
+
+With several data sets (--dataset utkface,aaf) each set is split on its own, by file, with
+the same options (--protocol, --val-fraction, --seed, ...), so UTKFace's split is exactly
+the one a UTKFace-only run has; the sets' samples are then concatenated in --dataset's
+order, and the indices of later sets are offset by the sizes of the earlier ones.
+"""
 import argparse
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,8 +69,9 @@ def select(protocol, samples, val_fraction=0.1, seed=0, folds=5, fold=0):
     return runs[fold]
 
 
-# the split options' values in checkpoints of runs that predate them
-STORED_DEFAULTS = {"dataset": "utkface", "protocol": "holdout", "folds": 5, "fold": 0}
+# the split, sampling and loss options' values in checkpoints of runs that predate them
+STORED_DEFAULTS = {"dataset": "utkface", "protocol": "holdout", "folds": 5, "fold": 0, "set_weights": None,
+                   "loss": "paper", "gender_weight": 1.0}
 
 
 def stored_args(args):
@@ -83,14 +91,58 @@ def describe(args, n_val):
     return split
 
 
+@dataclass
+class Part:
+    """One data set of a run: its rows start:stop of the concatenated samples, its train and validation indices
+    (into the concatenation), and its sampling weight. For a set of photos (training.chips), train.load_sets
+    fills in how each photo's face was found (how, landmarks: per row of the set) and val_photos (the validation
+    photos before those without a face were left out of train and val)."""
+    name: str
+    path: str
+    start: int
+    stop: int
+    train: np.ndarray
+    val: np.ndarray
+    weight: float = 1.0
+    how: np.ndarray = None
+    landmarks: np.ndarray = None
+    val_photos: np.ndarray = None
+
+
+def data_sets(args):
+    """[(name, path)] of --dataset and --data (options.require_data fills args.sets; a namespace built in code
+    may give one set by args.dataset and args.data alone)."""
+    if getattr(args, "sets", None):
+        return [tuple(pair) for pair in args.sets]
+    names = args.dataset.split(",")
+    paths = [args.data] if len(names) == 1 else args.data.split(",")
+    return list(zip(names, paths))
+
+
+def split_sets(args):
+    """(samples of all sets concatenated, [Part]) as --dataset, --data, --limit (per set), --protocol and
+    --set-weights say; SystemExit with one line (naming the set when there are several) for a bad split."""
+    sets = data_sets(args)
+    weights = getattr(args, "set_weights", None) or [1.0] * len(sets)
+    combined, parts = data.Samples(), []
+    for (name, path), weight in zip(sets, weights):
+        samples = data.load(name, path)
+        if args.limit:
+            samples = samples.subset(range(0, len(samples), max(1, len(samples) // args.limit))[: args.limit])
+        try:
+            train_idx, val_idx = select(args.protocol, samples, args.val_fraction, args.seed, args.folds, args.fold)
+        except ValueError as error:
+            raise SystemExit(f"error: {name + ': ' if len(sets) > 1 else ''}{error}") from None
+        start = len(combined)
+        for column in ("paths", "ages", "males", "subjects"):
+            getattr(combined, column).extend(getattr(samples, column))
+        parts.append(Part(name, path, start, len(combined), train_idx + start, val_idx + start, float(weight)))
+    return combined, parts
+
+
 def split_samples(args):
-    """(samples, train indices, validation indices) as --dataset, --data, --limit and --protocol say."""
-    samples = data.load(args.dataset, args.data)
-    if args.limit:
-        samples = samples.subset(range(0, len(samples), max(1, len(samples) // args.limit))[: args.limit])
-    try:
-        train_idx, val_idx = select(args.protocol, samples, args.val_fraction, args.seed, args.folds,
-                                    args.fold)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    return samples, train_idx, val_idx
+    """(samples, train indices, validation indices) as --dataset, --data, --limit and --protocol say (all sets
+    pooled)."""
+    samples, parts = split_sets(args)
+    return (samples, np.concatenate([p.train for p in parts]).astype(np.int64),
+            np.concatenate([p.val for p in parts]).astype(np.int64))
