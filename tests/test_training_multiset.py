@@ -2,7 +2,7 @@
 
 Generated fixtures of both formats run everywhere (a stand-in detector finds the faces of
 the generated AAF photos at known landmarks); one test runs dlib's detector on a few real
-AAF photos where the data set is (CI has it: AGEGENDER_AAF or ../shared/datasets/AAF).
+AAF photos where the data set is (CI has it: AGEGENDER_AAF).
 """
 import json
 import os
@@ -131,7 +131,7 @@ def test_chip_cache_is_keyed_by_the_files_and_the_detector_version(tmp_path, mon
     assert len(calls) == 3                       # 2 photos, the one without a face tried twice; then the cache
     np.testing.assert_array_equal(np.asarray(again.images), first.images)
     assert again.how.tolist() == first.how.tolist()
-    # the same files named another way ($PWD/../shared/... in .ci/run, /work/shared/... by hand): the same key
+    # the same files named another way (a relative path with `..` in it, or an absolute one): the same key
     roundabout = [os.path.join(os.path.dirname(p), "..", "images", os.path.basename(p)) for p in paths]
     assert data.cache_key(roundabout, "x") == data.cache_key(paths, "x") != data.cache_key(paths, "y")
     again = chips.aligned_chips(roundabout, cache, workers=1)
@@ -349,7 +349,8 @@ def test_each_loss_against_an_independent_computation():
     # Kendall et al. 2018, eq. 7 with s = log sigma^2: L_age / (2 sigma_a^2) + L_gender / sigma_g^2 + log sigma_a
     # + log sigma_g, with log sigma = s / 2
     sigma2_a, sigma2_g = np.exp(1.5), np.exp(-0.4)
-    expected = age_years / (2 * sigma2_a) + 0.5 * gender / sigma2_g + np.log(np.sqrt(sigma2_a)) + np.log(np.sqrt(sigma2_g))
+    expected = (age_years / (2 * sigma2_a) + 0.5 * gender / sigma2_g
+                + np.log(np.sqrt(sigma2_a)) + np.log(np.sqrt(sigma2_g)))
     assert value(kendall) == pytest.approx(expected, rel=1e-5)
 
 

@@ -210,7 +210,7 @@ def cache_key(paths, salt=""):
     """A hash of every file's path, size and modification time (ns): an image that is replaced or edited, even
     under the same name, gives another key, so a stale cache is never reused. `salt` names what was computed
     from the files (training.chips: the detector and aligner version), so that is part of the key too. Paths
-    count by their real location: `../shared/x` and `/work/shared/x` are the same file, with the same key."""
+    count by their real location: `data/../UTKFace/x` and `UTKFace/x` (or a symlink to it) are the same file, with the same key."""
     digest = hashlib.sha256(salt.encode())
     for path in paths:
         path = os.path.realpath(path)

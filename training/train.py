@@ -176,7 +176,8 @@ def train(args, log=print, loss_fn=None):
             raise SystemExit(f"error: {checkpoint} was trained on another split ({splits.describe(stored, 0)}, limit "
                              f"{stored.limit}); resume with the run's own --dataset, --protocol and split options, "
                              "or the validation images would be trained on")
-        changed = [f"--{key.replace('_', '-')} {getattr(stored, key)}" for key in ("set_weights", "loss", "gender_weight")
+        changed = [f"--{key.replace('_', '-')} {getattr(stored, key)}"
+                   for key in ("set_weights", "loss", "gender_weight")
                    if getattr(stored, key) != getattr(args, key, splits.STORED_DEFAULTS[key])]
         if changed:
             raise SystemExit(f"error: {checkpoint} was trained with {', '.join(changed)}; resume with the run's own "
