@@ -15,13 +15,11 @@ torch = pytest.importorskip("torch", reason="the training tests need the train e
 pytest.importorskip("PIL")
 
 import refimpl  # noqa: E402
-from conftest import ROOT  # noqa: E402
 from refimpl import spec  # noqa: E402
 from training import checkpoints, chips, data, splits  # noqa: E402
 from training.loss import HEAD_WEIGHTS, TaskLoss, by_gender, paper_loss  # noqa: E402
 from training.model import AgeGenderNet, onnx_weights  # noqa: E402
 
-AAF = os.environ.get("AGEGENDER_AAF") or os.path.join(ROOT, "..", "shared", "datasets", "AAF")
 PHOTO = (340, 300)                 # AAF's loose crops are about 300 x 340 (width x height)
 FACE_AT, FACE_SIZE = (60, 80), 180  # where the stand-in detector "finds" the face: a 180 px chip's square
 
@@ -396,13 +394,13 @@ def test_init_from_the_exported_onnx_file(tmp_path):
 def test_real_aaf_photos_get_the_chips_agegender_predict_makes():
     """A few real AAF photos through training.chips give exactly the chips of Estimator.find_faces (the path of
     `agegender predict`), preprocessed by refimpl."""
-    if not os.path.isdir(AAF):
-        pytest.skip(f"AAF not found at {AAF} (set AGEGENDER_AAF); a user's machine has no data set")
     from agegender import Estimator, detect
 
     if not detect.available():
         pytest.skip("face detector extra not installed: pip install 'agegender-kit[detect]'")
-    samples = data.aaf(AAF)
+    from conftest import aaf_dir
+
+    samples = data.aaf(aaf_dir())
     assert len(samples) > 6000 and min(samples.ages) >= 1 and set(samples.males) == {0.0, 1.0}
     paths = samples.paths[5::1200][:5]
     result = chips.aligned_chips(paths, workers=1, detector=detect.FaceDetector())
