@@ -377,9 +377,11 @@ def run(inputs, out, settings, *, failures=(), client=None, workers=None, schedu
     owned = []
     try:
         if chunks and client is None and (workers or scheduler):
-            client = _connect(workers, scheduler, owned)
-        summaries = _distributed(client, chunks, out, settings, outputs) if client is not None else \
-            (run_chunk(chunk, out, settings, outputs) for chunk in chunks)
+            client = connect(workers, scheduler, owned)
+        shared = outputs
+        if client is not None and outputs:                 # sent once to each worker, not once per task
+            shared = client.scatter([outputs], broadcast=True, hash=False)[0]
+        summaries = run_tasks(client, run_chunk, chunks, out, settings, shared)
         _draw(stream, show, 0, total)
         for summary in summaries:
             result.parts_written += summary["part"] == "written"
@@ -408,8 +410,9 @@ def _need(module, what):
         raise ScaleError(f"{what} needs {module}: pip install 'agegender-kit[scale]'") from None
 
 
-def _connect(workers, scheduler, owned):
-    """A Client of a new LocalCluster of `workers` processes (one thread each), or of the scheduler at an address."""
+def connect(workers, scheduler, owned):
+    """A Client of a new LocalCluster of `workers` processes (one thread each), or of the scheduler at an address;
+    what the caller must close is appended to `owned` (training/distributed.py runs its folds the same way)."""
     _need("distributed", "--workers and --scheduler")
     import logging
 
@@ -427,20 +430,24 @@ def _connect(workers, scheduler, owned):
     return client
 
 
-def _distributed(client, chunks, out, settings, outputs):
-    """Submit one task per chunk; yield their summaries as they finish; a task that raised stops the run."""
+def run_tasks(client, function, items, *args):
+    """Yield function(item, *args) for each item: without a client here, in order; with one as tasks on its
+    cluster, as they finish (a task that raised is retried RETRIES times; one whose worker died, by the
+    scheduler). A task that fails for good stops the run: its setup error as it is, anything else a ScaleError."""
+    if client is None:
+        for item in items:
+            yield function(item, *args)
+        return
     from distributed import as_completed
 
-    shared = client.scatter([outputs], broadcast=True, hash=False)[0] if outputs else None
-    futures = [client.submit(run_chunk, chunk, out, settings, shared, pure=False, retries=RETRIES)
-               for chunk in chunks]
+    futures = [client.submit(function, item, *args, pure=False, retries=RETRIES) for item in items]
     try:
         for future in as_completed(futures):
             try:
                 yield future.result()
             except (OSError, ValueError, DetectorUnavailableError):
                 raise                                      # a setup error on the worker: the CLI's one line
-            except Exception as exc:  # noqa: BLE001 - KilledWorker, a bug: one line naming the chunk
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, a bug: one line
                 raise ScaleError(f"a task failed on the cluster ({one_line(exc)})") from exc
             finally:
                 future.release()

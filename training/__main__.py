@@ -3,6 +3,7 @@ import argparse
 import json
 import sys
 
+from . import distributed
 from .options import add_data_args, add_train_args, exit_status, require_data
 
 
@@ -31,8 +32,14 @@ def _main(argv):
     c.add_argument("--eval", default="runs/eval.json")
     c.add_argument("--baseline", default="runs/baseline.json")
     c.add_argument("--out", default="weights")
+    d = sub.add_parser("folds", help="every fold (and seed) of a kfold or lopo protocol, each a resumable run, "
+                                     "on Dask (--workers N, --scheduler ADDRESS) or here; then crossval")
+    add_data_args(d)
+    add_train_args(d, out="runs/folds")
+    distributed.add_args(d)
     f = sub.add_parser("crossval", help="pool the validation metrics of the k-fold or leave-one-person-out runs")
-    f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold")
+    f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold; or the --out of `folds` (pools "
+                                           "what has finished, names the folds missing)")
     f.add_argument("--json", help="write the pooled metrics here")
     x = sub.add_parser("export", help="checkpoint -> ONNX file with the model card")
     x.add_argument("checkpoint")
@@ -40,9 +47,13 @@ def _main(argv):
     x.add_argument("--card", help="JSON file of model-card fields to store in metadata_props")
     args = parser.parse_args(argv)
 
-    if args.command in ("train", "evaluate", "baseline"):
+    if args.command in ("train", "evaluate", "baseline", "folds"):
         require_data(args)
-    if args.command == "train":
+    if args.command == "folds":
+        distributed.run_folds(args)
+    elif args.command == "crossval" and len(args.runs) == 1 and distributed.is_plan(args.runs[0]):
+        distributed.report(args.runs[0], args.json)
+    elif args.command == "train":
         from .train import train
 
         train(args)
