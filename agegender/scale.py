@@ -422,7 +422,7 @@ def connect(workers, scheduler, owned):
         client = Client(scheduler, timeout="30s")
         owned.append(client)
         return client
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     owned.append(cluster)
     client = Client(cluster)
