@@ -156,8 +156,9 @@ def pooled(out):
     result = {"dataset": plan["dataset"], "protocol": plan["protocol"], "folds": plan["folds"], "seeds": {},
               "missing": {}}
     for seed, runs in sorted(by_seed.items()):
-        done = [os.path.join(out, r["out"]) for r in runs if finished(os.path.join(out, r["out"]))]
-        result["missing"][str(seed)] = sorted(r["fold"] for r in runs if not finished(os.path.join(out, r["out"])))
+        state = {r["fold"]: finished(os.path.join(out, r["out"])) for r in runs}
+        done = [os.path.join(out, r["out"]) for r in runs if state[r["fold"]]]
+        result["missing"][str(seed)] = sorted(fold for fold, ok in state.items() if not ok)
         result["seeds"][str(seed)] = summarize(done) if done else None
     return result
 
