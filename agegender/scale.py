@@ -88,7 +88,8 @@ class Settings:
 class Chunk:
     id: str
     index: int                   # its first file's place in the run's input list
-    entries: tuple               # ((file, scanned folder or None, error found before reading or None), ...)
+    entries: tuple               # ((absolute path, its scanned folder or None, error found before reading or None,
+    #                               the path as given: the file column), ...)
 
     @property
     def part(self):
@@ -101,7 +102,7 @@ def identity(file):
 
 
 def plan(entries, chunk_size, key, done=frozenset()):
-    """[(file, root, error)] -> [Chunk] of the files not in `done` (identities), chunk_size each.
+    """[(path, root, error, given)] -> [Chunk] of the files not in `done` (identities), chunk_size each.
 
     Cutting what is left of a list cut into whole chunks gives the same chunks again, so a rerun
     after an interruption makes the very chunks (and chunk ids) the first run did not finish."""
@@ -111,7 +112,7 @@ def plan(entries, chunk_size, key, done=frozenset()):
     for start in range(0, len(pending), chunk_size):
         part = pending[start:start + chunk_size]
         digest = hashlib.sha256(key_text.encode())
-        for _, (file, _, _) in part:
+        for _, (file, _, _, _) in part:
             digest.update(b"\0" + identity(file).encode())
         chunks.append(Chunk(digest.hexdigest()[:20], part[0][0], tuple(entry for _, entry in part)))
     return chunks
@@ -158,7 +159,7 @@ def run_chunk(chunk, out, settings, outputs=None):
     outputs: {"--annotate" / "--save-chips": outdir.OutputFolder} made by the client (copied here)."""
     _test_crash_hook()
     run = _ChunkRun(cached_estimator(settings), settings, outputs or {})
-    for file, root, error in chunk.entries:
+    for file, root, error, _ in chunk.entries:
         if error is None:
             run.add(file, root)
         else:
@@ -169,7 +170,7 @@ def run_chunk(chunk, out, settings, outputs=None):
     if delay:
         time.sleep(delay)
     record = {"chunk": chunk.id, "part": chunk.part, "rows": table.num_rows, "backend": run.estimator.backend,
-              "files": [identity(file) for file, _, _ in chunk.entries]}
+              "files": [identity(file) for file, _, _, _ in chunk.entries]}
     table = table.replace_schema_metadata({"agegender": json.dumps(record)})
     folder = _out_folder(out)
     state = folder.save(os.path.join(out, chunk.part), "", _Writes(lambda stream: _write_parquet(table, stream)))
@@ -196,7 +197,7 @@ class _Rows:
         self.by_file = {}
 
     def no_face(self, file):
-        self.by_file[file] = [{"file": escape_name(file)}]
+        self.by_file[file] = [{}]
 
     def close(self):
         pass
@@ -221,7 +222,7 @@ class _ChunkRun(PredictRun):
 
         rows = []
         for i, face in enumerate(faces):
-            row = {"file": escape_name(file), "face": i, **dict(zip(BOX, face.box)), "age": face.age,
+            row = {"face": i, **dict(zip(BOX, face.box)), "age": face.age,
                    "gender": face.gender, "male_probability": face.male_probability, "score": face.score}
             if self.args.heads:
                 row.update({name: face.heads[name] for name in HEADS})
@@ -236,14 +237,14 @@ class _ChunkRun(PredictRun):
         for file, message in self.failures:
             messages.setdefault(file, []).append(message)
         rows, failures = [], []
-        for file, _, _ in chunk.entries:
+        for file, _, _, given in chunk.entries:
             error = "; ".join(messages.get(file, [])) or None
-            found = self.writer.by_file.get(file) or [{"file": escape_name(file)}]
+            found = self.writer.by_file.get(file) or [{}]
             if error is None and file not in self.writer.by_file:
                 error = "internal error: no result"              # never expected; never a silent gap either
             if error is not None:
-                failures.append((file, error))
-            rows += [{**row, "error": error} for row in found]
+                failures.append((given, error))
+            rows += [{"file": escape_name(given), **row, "error": error} for row in found]
         return pa.Table.from_pylist(rows, schema=schema(self.args.heads)), failures
 
 
@@ -357,12 +358,14 @@ def run(inputs, out, settings, *, failures=(), client=None, workers=None, schedu
 
     _need("pyarrow", "--parquet")
     stream = stream or sys.stderr
+    # workers get absolute paths (their working folder is not ours); the file column keeps the path as given
     entries, seen = [], set()
     for file, root in inputs:
         if identity(file) not in seen:                     # a file named twice is read once
             seen.add(identity(file))
-            entries.append((file, root, None))
-    entries += [(path, None, message) for path, message in failures if identity(path) not in seen]
+            entries.append((os.path.abspath(file), root and os.path.abspath(root), None, file))
+    entries += [(os.path.abspath(path), None, message, path) for path, message in failures
+                if identity(path) not in seen]
     key = settings.key()
     dataset = Dataset(out, key)
     chunks = plan(entries, chunk_size, key, dataset.done_files)
@@ -378,10 +381,12 @@ def run(inputs, out, settings, *, failures=(), client=None, workers=None, schedu
     try:
         if chunks and client is None and (workers or scheduler):
             client = connect(workers, scheduler, owned)
-        shared = outputs
-        if client is not None and outputs:                 # sent once to each worker, not once per task
-            shared = client.scatter([outputs], broadcast=True, hash=False)[0]
-        summaries = run_tasks(client, run_chunk, chunks, out, settings, shared)
+        shared = {option: folder.fresh_copy() for option, folder in outputs.items()}
+        for folder in shared.values():
+            folder.folder = os.path.abspath(folder.folder)
+        if client is not None and shared:                  # sent once to each worker, not once per task
+            shared = client.scatter([shared], broadcast=True, hash=False)[0]
+        summaries = run_tasks(client, run_chunk, chunks, os.path.abspath(out), settings, shared)
         _draw(stream, show, 0, total)
         for summary in summaries:
             result.parts_written += summary["part"] == "written"

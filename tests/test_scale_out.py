@@ -6,6 +6,7 @@ test hooks in their environment, inert until a test arms them: a file whose remo
 process, and a 0.5 s pause before each part is written (so a client can be killed mid-run). Every call
 that waits on the cluster has a hard time limit (within(), subprocess timeouts).
 """
+import contextlib
 import json
 import logging
 import os
@@ -58,6 +59,19 @@ def cluster(tmp_path_factory):
     yield client, trigger
     client.close()
     local.close()
+
+
+@contextlib.contextmanager
+def workers_elsewhere(client, folder):
+    """The workers' working folder is `folder` (made empty), not ours, as on other machines, for the duration."""
+    before = client.run(os.getcwd)
+    folder.mkdir()
+    client.run(os.chdir, str(folder))
+    try:
+        yield
+    finally:
+        for address, folder in before.items():
+            client.run(os.chdir, folder, workers=[address])
 
 
 def chips_folder(folder, n=8):
@@ -229,6 +243,25 @@ def test_cluster_photos_equal_the_serial_estimator(cluster, tmp_path):
     assert len(dask.dataframe.read_parquet(str(out)).compute()) == sum(len(r) for r in by_file.values())
 
 
+def test_relative_paths_reach_workers_in_another_working_folder(cluster, tmp_path, monkeypatch):
+    """Workers on other machines do not share the client's working folder: they get absolute paths, and the
+    file column keeps the paths as given."""
+    from agegender import predict_to_parquet
+
+    client, _ = cluster
+    chips_folder(tmp_path / "in", n=3)
+    monkeypatch.chdir(tmp_path)
+    with workers_elsewhere(client, tmp_path / "elsewhere"):
+        out = within(LIMIT, predict_to_parquet, "in", "out", client=client, chunk_size=2, chips=True,
+                     annotate="annotated")
+    rows = read_rows(os.path.join(tmp_path, out))
+    assert sorted(r["file"] for r in rows) == sorted(["in/broken.png", "in/c00.png", "in/c01.png", "in/caf\\xe9.png",
+                                                      "in/notes.jpg"])
+    assert [r["file"] for r in rows if r["error"]] == ["in/broken.png", "in/notes.jpg"]
+    assert sorted(os.listdir(tmp_path / "annotated")) == ["c00.png.annotated.png", "c01.png.annotated.png",
+                                                          os.fsdecode(b"caf\xe9.png.annotated.png")]
+
+
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(cluster, tmp_path):
     from agegender import predict_to_parquet
 
@@ -296,10 +329,11 @@ def test_workers_flag_runs_a_local_cluster(capsys, tmp_path):
     assert read_rows(out) == read_rows(predict_to_parquet(str(folder), tmp_path / "serial", chunk_size=2, chips=True))
 
 
-def test_training_folds_on_the_cluster_then_crossval(cluster, tmp_path, capsys):
+def test_training_folds_on_the_cluster_then_crossval(cluster, tmp_path, capsys, monkeypatch):
     """3-fold cross-validation of 1 epoch on 9 generated chips: 2 folds first, crossval names the third as
     missing; the same command with every fold keeps the finished two and trains the third; the pooled
-    metrics cover all 9 images, and each fold trained with the worker's one thread."""
+    metrics cover all 9 images, and each fold trained with the worker's one thread. Relative --data, --cache
+    and --out, with the workers in another working folder."""
     pytest.importorskip("torch", reason="training needs the train extra")
     from PIL import Image
 
@@ -311,14 +345,17 @@ def test_training_folds_on_the_cluster_then_crossval(cluster, tmp_path, capsys):
     for i, (age, gender) in enumerate([(20, 0), (30, 1), (45, 0), (60, 1), (8, 0), (33, 1), (71, 0), (25, 1), (40, 1)]):
         Image.fromarray(np.full((40, 40, 3), 20 + 22 * i, np.uint8)).save(faces / f"{age}_{gender}_0_2017010{i}.jpg")
     out = tmp_path / "cv"
-    argv = ["folds", "--data", str(faces), "--cache", str(tmp_path / "cache"), "--protocol", "kfold", "--folds", "3",
-            "--epochs", "1", "--batch-size", "4", "--out", str(out), "--scheduler", client.scheduler.address]
-    assert within(LIMIT, main, argv + ["--only-folds", "0", "2"]) == 0
+    monkeypatch.chdir(tmp_path)
+    argv = ["folds", "--data", "faces", "--cache", "cache", "--protocol", "kfold", "--folds", "3",
+            "--epochs", "1", "--batch-size", "4", "--out", "cv", "--scheduler", client.scheduler.address]
+    with workers_elsewhere(client, tmp_path / "elsewhere"):
+        assert within(LIMIT, main, argv + ["--only-folds", "0", "2"]) == 0
     assert main(["crossval", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 folds pooled (6 validation images)" in printed and "1 of 3 folds missing (not finished): 1" in printed
     logs = {f: (out / "seed0" / f"fold00{f}" / "log.jsonl").read_text() for f in (0, 2)}
-    assert within(LIMIT, main, argv + ["--json", str(tmp_path / "pooled.json")]) == 0
+    with workers_elsewhere(client, tmp_path / "elsewhere-again"):
+        assert within(LIMIT, main, argv + ["--json", str(tmp_path / "pooled.json")]) == 0
     printed = capsys.readouterr().out
     assert "fold 0: finished earlier" in printed and "fold 1: trained" in printed and "missing" not in printed
     assert {f: (out / "seed0" / f"fold00{f}" / "log.jsonl").read_text() for f in (0, 2)} == logs

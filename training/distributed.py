@@ -39,6 +39,9 @@ def plan_runs(args):
 
     if args.protocol == "all":
         raise SystemExit("error: --protocol all validates on every image and leaves none to train on")
+    # absolute paths: a worker's working folder is not ours (and the cache is keyed by the images' paths)
+    args = argparse.Namespace(**{**vars(args), **{name: os.path.abspath(getattr(args, name))
+                                                  for name in ("data", "cache", "init") if getattr(args, name)}})
     samples, _, _, _ = load_dataset(argparse.Namespace(**{**vars(args), "fold": 0}))   # cached for every fold
     count = {"kfold": args.folds, "lopo": len({s for s in samples.subjects}), "holdout": 1}[args.protocol]
     seeds = args.seeds or [args.seed]
@@ -50,8 +53,8 @@ def plan_runs(args):
             for seed in seeds for fold in range(count)]
     plan = {"dataset": args.dataset, "protocol": args.protocol, "folds": count, "epochs": args.epochs, "runs": runs}
     base = {k: v for k, v in vars(args).items() if k not in _NOT_TRAIN_OPTIONS}
-    todo = [dict(base, seed=r["seed"], fold=r["fold"], out=os.path.join(args.out, r["out"]), resume=True,
-                 progress=False) for r in runs if r["fold"] in folds]
+    todo = [dict(base, seed=r["seed"], fold=r["fold"], out=os.path.abspath(os.path.join(args.out, r["out"])),
+                 resume=True, progress=False) for r in runs if r["fold"] in folds]
     return plan, todo
 
 
