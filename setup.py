@@ -80,6 +80,7 @@ setup(
         # `agegender predict --parquet OUT` (pyarrow) and its --workers / --scheduler runs on Dask; also the
         # distributed folds of `python -m training folds` (docs/scale-out.md)
         "scale": ["dask[distributed]>=2024.1", "pyarrow>=14"],
+        "distributed": ["dask[distributed]>=2024.1", "pyarrow>=14"],      # the same, by the name issue 15 gave it
         "plot": ["matplotlib>=3.5"],
     },
     setup_requires=[],

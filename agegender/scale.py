@@ -36,6 +36,7 @@ import re
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 
 from .cli import PredictRun
@@ -450,10 +451,10 @@ def run_tasks(client, function, items, *args):
         for future in as_completed(futures):
             try:
                 yield future.result()
-            except (OSError, ValueError, DetectorUnavailableError):
+            except OSError:
                 raise                                      # a setup error on the worker: the CLI's one line
-            except Exception as exc:  # noqa: BLE001 - KilledWorker, a bug: one line
-                raise ScaleError(f"a task failed on the cluster ({one_line(exc)})") from exc
+            except Exception as exc:  # noqa: BLE001 - bad weights or backend there, KilledWorker, a bug: one line
+                raise ScaleError(f"a task failed on the cluster: {one_line(exc)}") from exc
             finally:
                 future.release()
     finally:
@@ -503,12 +504,10 @@ def run_cli(args, inputs, failures):
                         args.min_score, args.max_pixels, args.chips, args.heads)
     scheduler = args.scheduler or (None if args.workers else os.environ.get("DASK_SCHEDULER_ADDRESS"))
     try:
-        if args.workers or scheduler:                     # the client checks the weights; workers load them
-            import refimpl
-
-            refimpl.load(settings.weights or refimpl.DEFAULT_WEIGHTS)
-        elif inputs:
-            cached_estimator(settings)                     # fails here, once: weights, backend, detector
+        if inputs:            # fails here, once: weights, backend, threads (and the detector, if it runs here)
+            estimator = cached_estimator(dataclasses.replace(settings, chips=True)) if args.workers or scheduler \
+                else cached_estimator(settings)
+            del estimator
     except DetectorUnavailableError as exc:
         return error(f"{exc} (or pass --chips for aligned face chips)")
     except ValueError as exc:                              # ModelFileError, a bad --backend or --threads
