@@ -69,7 +69,7 @@ setup(
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
                  "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0",
-                 "matplotlib>=3.5", "ruff>=0.4"],
+                 "matplotlib>=3.5", "ruff>=0.4", "dask[distributed]>=2024.1", "pyarrow>=14", "pandas>=1.5"],
         # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
         # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
@@ -79,6 +79,10 @@ setup(
         # take the CPU-only wheel first (README: pip install torch --index-url https://download.pytorch.org/whl/cpu)
         "train": ["torch>=2.2", "pillow>=9", "tqdm>=4"],
         "image": ["pillow>=9"],
+        # `agegender predict --parquet OUT` (pyarrow) and its --workers / --scheduler runs on Dask; also the
+        # distributed folds of `python -m training folds` (docs/scale-out.md)
+        "scale": ["dask[distributed]>=2024.1", "pyarrow>=14"],
+        "distributed": ["dask[distributed]>=2024.1", "pyarrow>=14"],      # the same, by the name issue 15 gave it
         "plot": ["matplotlib>=3.5"],
     },
     setup_requires=[],

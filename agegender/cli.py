@@ -56,6 +56,17 @@ def build_parser():
                          help="detector score threshold (0.0, dlib's default; 0.5 drops most false faces)")
     predict.add_argument("--max-pixels", type=int, default=None, metavar="N",
                          help="refuse images larger than N pixels (default 90 million)")
+    scale = predict.add_argument_group("archives and clusters (the `scale` extra: docs/scale-out.md)")
+    scale.add_argument("--parquet", metavar="OUT",
+                       help="write every file's faces to the Parquet data set OUT (a folder of parts, one per chunk; "
+                            "a rerun into OUT does only what is missing)")
+    scale.add_argument("--workers", type=int, metavar="N",
+                       help="with --parquet: run on a Dask LocalCluster of N processes on this machine")
+    scale.add_argument("--scheduler", metavar="ADDRESS",
+                       help="with --parquet: run on the Dask cluster at ADDRESS (default: DASK_SCHEDULER_ADDRESS "
+                            "when set and --workers is not given)")
+    scale.add_argument("--chunk-size", type=int, default=256, metavar="N",
+                       help="with --parquet: files per task and per part file (256)")
     bar = predict.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="show a progress bar on stderr (default: with several files, when stderr is a terminal "
@@ -79,6 +90,15 @@ def main(argv=None):
         parser.error("--max-pixels must be at least 1 (leave it out for the default, 90 million)")
     if getattr(args, "chips", False) and args.save_chips:
         parser.error("--save-chips saves the chips found in photos; with --chips the inputs are chips already")
+    if getattr(args, "command", None) == "predict":
+        if args.workers is not None and args.workers < 1 or args.chunk_size < 1:
+            parser.error("--workers and --chunk-size must be at least 1")
+        if (args.workers or args.scheduler) and not args.parquet:
+            parser.error("--workers and --scheduler run --parquet OUT runs (each task writes its own part)")
+        if args.workers and args.scheduler:
+            parser.error("--workers starts a cluster here, --scheduler uses one that runs: give one of them")
+        if args.parquet and args.format != "table":
+            parser.error("--parquet writes the results to OUT; leave out --json and --csv")
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -149,6 +169,10 @@ def run_predict(args):
             import PIL.Image  # noqa: F401 - checked once here, not once per file
         except ImportError:
             return error("reading image files needs pillow: pip install 'agegender-kit[image]'")
+    if args.parquet:
+        from . import scale
+
+        return scale.run_cli(args, inputs, failures)
     try:
         estimator = Estimator(args.weights, backend=args.backend, threads=args.threads, batch_size=args.batch_size,
                               min_score=args.min_score)
@@ -244,7 +268,6 @@ class PredictRun:
 
     def flush(self):
         from .estimator import make_faces
-        from .output import face_row
 
         if not self.pending:
             return
@@ -267,12 +290,18 @@ class PredictRun:
             boxes = [d.box if d else (0, 0, c.shape[1] - 1, c.shape[0] - 1) for d, c in zip(detections, file_chips)]
             faces = make_faces(part, boxes, [d.score if d else None for d in detections],
                                [d.landmarks if d else None for d in detections], [None] * n)
-            self.writer.faces(file, [face_row(file, i, face, self.args.heads) for i, face in enumerate(faces)])
+            self.write_faces(file, faces)
             if self.args.annotate:
                 self.annotate(file, rgb, faces)
             if self.args.save_chips:
                 self.save_chips(file, file_chips)
         self.pending, self.pending_faces = [], 0
+
+    def write_faces(self, file, faces):
+        """One photo's faces to the output (scale.py keeps them unrounded for Parquet)."""
+        from .output import face_row
+
+        self.writer.faces(file, [face_row(file, i, face, self.args.heads) for i, face in enumerate(faces)])
 
     def save_chips(self, file, chips):
         from PIL import Image

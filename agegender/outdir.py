@@ -76,6 +76,12 @@ class OutputFolder:
         except OSError as exc:
             raise OutputFolderError(f"{folder}: cannot create the output folder ({exc.strerror})") from None
 
+    def fresh_copy(self):
+        """The same folder, root and inputs with nothing counted: for one task of a run split over processes."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__, written=0, kept=0, first_kept=None, _done=set())
+        return copy
+
     def relative(self, file):
         """The input's path below the common root (its name alone when there is none)."""
         path = os.path.abspath(file)

@@ -3,6 +3,7 @@ import argparse
 import json
 import sys
 
+from . import distributed
 from .options import add_data_args, add_loss_args, add_train_args, exit_status, require_data
 
 
@@ -37,8 +38,15 @@ def _main(argv):
     c.add_argument("--eval", default="runs/eval.json")
     c.add_argument("--baseline", default="runs/baseline.json")
     c.add_argument("--out", default="weights")
+    d = sub.add_parser("folds", help="every fold (and seed) of a kfold or lopo protocol, each a resumable run, "
+                                     "on Dask (--workers N, --scheduler ADDRESS) or here; then crossval")
+    add_data_args(d)
+    add_train_args(d, out="runs/folds")
+    add_loss_args(d)
+    distributed.add_args(d)
     f = sub.add_parser("crossval", help="pool the validation metrics of the k-fold or leave-one-person-out runs")
-    f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold")
+    f.add_argument("runs", nargs="+", help="the runs' --out folders, one per fold; or the --out of `folds` (pools "
+                                           "what has finished, names the folds missing)")
     f.add_argument("--json", help="write the pooled metrics here")
     m = sub.add_parser("compare", help="the last epoch's validation metrics of runs side by side, per data set")
     m.add_argument("runs", nargs="+", help="the runs' --out folders")
@@ -48,12 +56,16 @@ def _main(argv):
     x.add_argument("--card", help="JSON file of model-card fields to store in metadata_props")
     args = parser.parse_args(argv)
 
-    if args.command in ("chips", "train", "evaluate", "baseline"):
+    if args.command in ("chips", "train", "evaluate", "baseline", "folds"):
         require_data(args)
     if args.command == "chips":
         from .chips import main as chips_main
 
         chips_main(args)
+    elif args.command == "folds":
+        distributed.run_folds(args)
+    elif args.command == "crossval" and len(args.runs) == 1 and distributed.is_plan(args.runs[0]):
+        distributed.report(args.runs[0], args.json)
     elif args.command == "train":
         from .train import train
 
