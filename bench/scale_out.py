@@ -2,7 +2,7 @@
 
     python -m bench.scale_out --photos 200 --workers 1 2        # docs/scale-out.md quotes its output
 
-The photos are UTKFace chips (AGEGENDER_UTKFACE, else ../shared/datasets/UTKFace) pasted, scaled 1.2x,
+The photos are UTKFace chips (the folder in AGEGENDER_UTKFACE, or --utkface) pasted, scaled 1.2x,
 onto 640 x 480 gray backgrounds so that the detector finds them; they are made under --folder (in /tmp by
 default, never in the repository). For each worker count a LocalCluster is started (not timed), each
 worker loads the model and detector (not timed), then the whole folder runs into a new Parquet folder
@@ -15,7 +15,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UTKFACE = os.environ.get("AGEGENDER_UTKFACE") or os.path.join(HERE, "..", "shared", "datasets", "UTKFace")
+UTKFACE = os.environ.get("AGEGENDER_UTKFACE")
 
 
 def make_photos(folder, count, seed=0):

@@ -40,8 +40,13 @@ def plan_runs(args):
     if args.protocol == "all":
         raise SystemExit("error: --protocol all validates on every image and leaves none to train on")
     # absolute paths: a worker's working folder is not ours (and the cache is keyed by the images' paths)
-    args = argparse.Namespace(**{**vars(args), **{name: os.path.abspath(getattr(args, name))
-                                                  for name in ("data", "cache", "init") if getattr(args, name)}})
+    absolute = {name: os.path.abspath(getattr(args, name)) for name in ("cache", "init") if getattr(args, name)}
+    if getattr(args, "sets", None):                 # require_data's [(name, path)]; --data is their paths joined
+        absolute["sets"] = [(name, os.path.abspath(path)) for name, path in args.sets]
+        absolute["data"] = ",".join(path for _, path in absolute["sets"])
+    elif args.data:
+        absolute["data"] = ",".join(os.path.abspath(path) for path in args.data.split(","))
+    args = argparse.Namespace(**{**vars(args), **absolute})
     samples, _, _, _ = load_dataset(argparse.Namespace(**{**vars(args), "fold": 0}))   # cached for every fold
     count = {"kfold": args.folds, "lopo": len({s for s in samples.subjects}), "holdout": 1}[args.protocol]
     seeds = args.seeds or [args.seed]
