@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refimpl import graph, spec
+from refimpl import spec
 
 LANES = 8            # output channels per vector: 8 float32 = 256 bits (two NEON registers on the Nano)
 
@@ -168,7 +168,7 @@ class Plan:
         size = {"image": (h, w)}
         # concat consumers: "stem" and every block with several sources get one buffer, producers write slices
         concat_of = {}
-        concats = [("stem", spec.STEM_BLOCKS)] + [(graph.block_input(b), b.sources) for b in spec.BLOCKS
+        concats = [("stem", spec.STEM_BLOCKS)] + [(b.input, b.sources) for b in spec.BLOCKS
                                                   if len(b.sources) > 1]
         for name, sources in concats:
             c0 = 0
@@ -181,12 +181,12 @@ class Plan:
         for block in spec.BLOCKS:
             if block.name in done:
                 continue
-            src_name = block.sources[0] if len(block.sources) == 1 else graph.block_input(block)
+            src_name = block.input
             group = [block]
             if merge:   # blocks reading the same tensor whose first CBL(+pool) has the same shape: one conv
                 first = pending[block.name][0]
                 group = [b for b in spec.BLOCKS if b.name not in done and
-                         (b.sources[0] if len(b.sources) == 1 else graph.block_input(b)) == src_name and
+                         b.input == src_name and
                          self._same_kind(pending[b.name][0], first, weights, attrs, b, block)]
             for i, member in enumerate(group):
                 done.add(member.name)
@@ -200,7 +200,7 @@ class Plan:
         return (cbl_a.k == cbl_b.k and pool_a == pool_b and alpha_a == alpha_b and conv_a == conv_b)
 
     def _emit_block_group(self, group, pending, where, size, concat_of, weights, attrs):
-        src_name = group[0].sources[0] if len(group[0].sources) == 1 else graph.block_input(group[0])
+        src_name = group[0].input
         # the first fused layer of every block in the group, merged along output channels
         ws, bs, outputs, c0 = [], [], {}, 0
         for block in group:
@@ -233,8 +233,8 @@ class Plan:
                 where[out] = Slice(dst.buffer, dst.c0, cbl.cout)
                 size[out] = size[out] if out in size else size[x]
                 x = out
-            where[graph.block_output(block)] = where[x]
-            size[graph.block_output(block)] = size[x]
+            where[block.output] = where[x]
+            size[block.output] = size[x]
 
     def _dst(self, name, ending_blocks, cout, where, size, concat_of, src_name, pool, outputs, c_total):
         """Where a stage writes: a slice of a concat buffer if its block output feeds a concat, else a new buffer."""
@@ -317,7 +317,7 @@ class Plan:
         """GAP sources [4, 6] (offset, Wp, C, pad, c0, c for h*w pixels) and the FC parameters, flat."""
         sources = []
         for block in ("gender_branch", "age_branch", "top", "low_branch"):
-            buf, c0, c = self.slice_of(graph.block_output(spec.BLOCK_BY_NAME[block]))
+            buf, c0, c = self.slice_of(spec.BLOCK_BY_NAME[block].output)
             sources.append([buf.offset, buf.w + 2 * buf.pad, buf.channels, buf.pad, c0, c, buf.h, buf.w])
         self.gap = np.array(sources, np.int64)
         parts = []
