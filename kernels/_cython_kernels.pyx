@@ -118,7 +118,7 @@ def run_network(const float[:, :, :, ::1] x, float[:, ::1] ws, float[:, ::1] scr
     if nt > ws.shape[0] or nt > scratch.shape[0]:
         raise ValueError(f"{threads} threads but {ws.shape[0]} workspaces")
     if hv.shape[0] > AGK_MAX_HEAD or hv.shape[1] < batch:
-        raise ValueError(f"head vectors {hv.shape[0]} x {hv.shape[1]}: at most {AGK_MAX_HEAD} floats for {batch} images")
+        raise ValueError(f"head vectors {hv.shape[0]} x {hv.shape[1]}: at most {AGK_MAX_HEAD} floats, {batch} images")
     if stages.shape[0] % STAGE_SIZE or pools.shape[0] % VIEW_SIZE or steps.shape[0] % STEP_SIZE or \
             image.shape[0] != VIEW_SIZE or not 0 <= first <= last <= stages.shape[0] // STAGE_SIZE:
         raise ValueError("tables that are not whole records of conv_kernel.h's structs (plan.STAGE, VIEW, HEAD_STEP)")

@@ -54,6 +54,7 @@ class Model:
         return record
 
     def _forward(self, x, t):
+        w, attrs = self.weights, self.attrs
         fine = self.block("stem_fine", x, t)
         wide = self.block("stem_wide", x, t)
         dilated = self.block("stem_dilated", x, t)
@@ -62,7 +63,31 @@ class Model:
         age = self.block("age_branch", stem, t)
         top = self.block("top", t("top.concat", concat([gender, age])), t)
         low = self.block("low_branch", stem, t)
-        return heads(self.weights, self.attrs, gender, age, top, low, t)
+
+        def gap(head, h):
+            return t(head + ".gap", global_avg_pool(h))
+
+        def fc(name, h):
+            return t(name, fully_connected(h, w[name + ".weight"], w[name + ".bias"]))
+
+        # virtual heads: one FC on each branch
+        gender_virtual = t("gender_virtual", sigmoid(fc("gender_virtual.fc", gap("gender_virtual", gender))))
+        age_virtual = t("age_virtual", fc("age_virtual.fc", gap("age_virtual", age)))
+        # top head: FC, Leaky-ReLU, then an FC per task
+        alpha = attrs["top_head.act1"]["alpha"]
+        hidden = t("top_head.act1", leaky_relu(fc("top_head.fc1", gap("top_head", top)), alpha))
+        gender_final = t("gender_final", sigmoid(fc("top_head.fc_gender", hidden)))
+        age_final = t("age_final", fully_connected(hidden, w["top_head.fc_age.weight"], w["top_head.fc_age.bias"]))
+        # low head: one FC with two outputs, [:, 0] the gender logit, [:, 1] the age
+        low_fc = fc("low_head.fc", gap("low_head", low))
+        gender_low = t("gender_low", sigmoid(t("low_head.gender_logit", low_fc[:, 0:1])))
+        age_low = t("age_low", np.ascontiguousarray(low_fc[:, 1:2]))
+        # ensemble
+        out = {"age": t("age", ensemble([age_final, age_virtual, age_low])),
+               "gender": t("gender", ensemble([gender_final, gender_virtual, gender_low])),
+               "age_final": age_final, "gender_final": gender_final, "age_virtual": age_virtual,
+               "gender_virtual": gender_virtual, "age_low": age_low, "gender_low": gender_low}
+        return {name: out[name] for name in spec.OUTPUT_NAMES}
 
     def block(self, name, h, t=untraced):
         """One block of spec.BLOCKS on h [N, C, H, W]: its CBLs and 2x2 max pools in order."""
@@ -80,32 +105,3 @@ def cbl(w, attrs, conv, bn, act, h, t=untraced):
     h = t(bn, batch_norm(h, w[bn + ".weight"], w[bn + ".bias"], w[bn + ".running_mean"], w[bn + ".running_var"],
                          eps=attrs[bn]["epsilon"]))
     return t(act, leaky_relu(h, attrs[act]["alpha"]))
-
-
-def heads(w, attrs, gender, age, top, low, t=untraced, pool=global_avg_pool):
-    """The three heads and the ensemble -> {output name: [N, 1]} in spec.OUTPUT_NAMES order.
-
-    gender, age, top, low: the outputs of gender_branch, age_branch, top, low_branch [N, C, H, W], reduced by
-    `pool` to [N, C]; a caller that pooled them already (the kernels) passes them as [N, C] with pool=None."""
-    def gap(head, h):
-        return t(head + ".gap", h if pool is None else pool(h))
-
-    def fc(name, h):
-        return t(name, fully_connected(h, w[name + ".weight"], w[name + ".bias"]))
-
-    gender_virtual = t("gender_virtual", sigmoid(fc("gender_virtual.fc", gap("gender_virtual", gender))))
-    age_virtual = t("age_virtual", fc("age_virtual.fc", gap("age_virtual", age)))
-
-    hidden = t("top_head.act1", leaky_relu(fc("top_head.fc1", gap("top_head", top)), attrs["top_head.act1"]["alpha"]))
-    gender_final = t("gender_final", sigmoid(fc("top_head.fc_gender", hidden)))
-    age_final = t("age_final", fully_connected(hidden, w["top_head.fc_age.weight"], w["top_head.fc_age.bias"]))
-
-    low = fc("low_head.fc", gap("low_head", low))                        # [:, 0] gender logit, [:, 1] age
-    gender_low = t("gender_low", sigmoid(t("low_head.gender_logit", low[:, 0:1])))
-    age_low = t("age_low", np.ascontiguousarray(low[:, 1:2]))
-
-    out = {"age": t("age", ensemble([age_final, age_virtual, age_low])),
-           "gender": t("gender", ensemble([gender_final, gender_virtual, gender_low])),
-           "age_final": age_final, "gender_final": gender_final, "age_virtual": age_virtual,
-           "gender_virtual": gender_virtual, "age_low": age_low, "gender_low": gender_low}
-    return {name: out[name] for name in spec.OUTPUT_NAMES}
