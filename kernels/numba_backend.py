@@ -39,26 +39,29 @@ def tile_source(rx, nv):
     (registers: numba has no arrays of vectors, so each is a named variable). src[si] is the first pixel's receptive
     field corner, w[wi] the packed weight [0][0][0][co0]. has_bias: start from bias[bi:] and store
     Leaky-ReLU(alpha) of the result; else start from 0 and store it raw (for the pool)."""
-    def each(fmt, indent):
+    def vectors(fmt):                  # one statement per vector v, on one line
+        return "; ".join(fmt.format(v=v, o=8 * v) for v in range(nv))
+
+    def pixels(fmt, indent):           # a line per pixel r, one statement per vector v
         return [indent + "; ".join(fmt.format(r=r, v=v, o=8 * v) for v in range(nv)) for r in range(rx)]
 
     return "\n".join([
         f"def tile_{rx}x{nv}({TILE_ARGS}):",
-        *each("b{v} = vload(bias, bi + {o}) if has_bias else vzero()", "    ")[:1],
-        *each("a{r}{v} = b{v}", "    "),
+        "    " + vectors("b{v} = vload(bias, bi + {o}) if has_bias else vzero()"),
+        *pixels("a{r}{v} = b{v}", "    "),
         "    for ky in range(k):",
         "        for kx in range(k):",
         "            s = si + ky * dil * row_stride + kx * dil * pix_stride",
         "            wk = wi + (ky * k + kx) * cin * cbuf",
         "            for ci in range(cin):",
-        *each("w{v} = vload(w, wk + {o})", "                ")[:1],
+        "                " + vectors("w{v} = vload(w, wk + {o})"),
         *[f"                x = vbroadcast_at(src, s + {r} * pix_stride); " +
-          "; ".join(f"a{r}{v} = vfma(x, w{v}, a{r}{v})" for v in range(nv)) for r in range(rx)],
+          vectors(f"a{r}{{v}} = vfma(x, w{{v}}, a{r}{{v}})") for r in range(rx)],
         "                s += 1",
         "                wk += cbuf",
         "    if has_bias:",
-        *each("a{r}{v} = vleaky(a{r}{v}, alpha)", "        "),
-        *each("vstore(dst, di + {r} * dst_pix + {o}, a{r}{v})", "    "),
+        *pixels("a{r}{v} = vleaky(a{r}{v}, alpha)", "        "),
+        *pixels("vstore(dst, di + {r} * dst_pix + {o}, a{r}{v})", "    "),
     ]) + "\n"
 
 
