@@ -30,6 +30,7 @@
     /* 1 Winograd; offsets of its packed weights and bias; the Leaky-ReLU slope                        */ \
     X(int64_t, k) X(int64_t, dil) X(int64_t, pad) X(int64_t, pool) X(int64_t, oh) X(int64_t, ow)           \
     X(int64_t, w_off) X(int64_t, b_off) X(int64_t, algo) X(float, alpha)
+enum { AGK_DIRECT = 0, AGK_WINOGRAD = 1 };         /* agk_stage.algo (plan.DIRECT, plan.WINOGRAD) */
 
 /* A channel slice [c0, c0 + c) of an h x w buffer interior (the input image; a global average pool's source,
  * whose mean lands at dst of the per-image head vector) */
@@ -41,7 +42,7 @@
  *   AGK_FC:      hv[dst + o] = params[b_off + o] + sum_i params[w_off + o * nin + i] * hv[src + i], o < n
  *   AGK_LEAKY:   hv[dst + i] = Leaky-ReLU(alpha) of hv[src + i], i < n;  AGK_SIGMOID likewise
  *   AGK_MEAN3:   hv[dst + i] = (hv[src + i] + hv[src2 + i] + hv[src3 + i]) / 3, i < n (the ensemble)       */
-enum { AGK_FC = 0, AGK_LEAKY = 1, AGK_SIGMOID = 2, AGK_MEAN3 = 3 };
+enum { AGK_FC = 0, AGK_LEAKY = 1, AGK_SIGMOID = 2, AGK_MEAN3 = 3 };   /* agk_head_step.op (plan.FC, ...) */
 #define AGK_HEAD_STEP_FIELDS(X)                                                                              \
     X(int64_t, op) X(int64_t, dst) X(int64_t, src) X(int64_t, src2) X(int64_t, src3) X(int64_t, n)         \
     X(int64_t, nin) X(int64_t, w_off) X(int64_t, b_off) X(float, alpha)
@@ -275,7 +276,7 @@ AGK_INLINE void agk_winograd_layer_impl(const agk_stage *s, const float *src_ws,
  * its share of the output rows (threads split one image's rows this way; every row is computed the same
  * whichever the split, so results do not depend on the thread count). */
 AGK_INLINE void agk_stage_impl(AGK_STAGE_ARGS) {
-    if (s->algo == 1)
+    if (s->algo == AGK_WINOGRAD)
         agk_winograd_layer_impl(s, src_ws, dst_ws, weights, biases, scratch, part, parts);
     else
         agk_conv_layer_impl(s, src_ws, dst_ws, weights, biases, scratch, part, parts);
@@ -317,12 +318,15 @@ static agk_stage_fn agk_select(const char **isa) {
     return agk_stage_generic;
 }
 
-/* Before the stages: an NCHW image x [v->c, v->h, v->w] -> the interior of the NHWC image buffer of view v */
+/* Before the stages: an NCHW image x [v->c, v->h, v->w] -> the interior of the NHWC image buffer of view v.
+ * (The view's fields are read once into locals here and below: the float stores may alias them.) */
 static void agk_copy_image(const agk_view *v, const float *x, float *ws) {
-    for (int64_t y = 0; y < v->h; y++) {
-        float *row = ws + v->off + ((y + v->pad) * v->wp + v->pad) * v->channels + v->c0;
-        for (int64_t px = 0; px < v->w; px++)
-            for (int64_t c = 0; c < v->c; c++) row[px * v->channels + c] = x[(c * v->h + y) * v->w + px];
+    const int64_t h = v->h, w = v->w, c = v->c, channels = v->channels, wp = v->wp, pad = v->pad;
+    float *interior = ws + v->off + v->c0;
+    for (int64_t y = 0; y < h; y++) {
+        float *row = interior + ((y + pad) * wp + pad) * channels;
+        for (int64_t px = 0; px < w; px++)
+            for (int64_t ch = 0; ch < c; ch++) row[px * channels + ch] = x[(ch * h + y) * w + px];
     }
 }
 
@@ -330,14 +334,16 @@ static void agk_copy_image(const agk_view *v, const float *x, float *ws) {
 
 /* hv[v->dst + c] = mean over the h x w interior of channel c0 + c of the buffer at ws + v->off, c < v->c */
 static void agk_global_avg_pool(const agk_view *v, const float *ws, float *hv) {
+    const int64_t h = v->h, w = v->w, c = v->c, channels = v->channels, wp = v->wp, pad = v->pad;
+    const float *interior = ws + v->off + v->c0;
     float *out = hv + v->dst;
-    for (int64_t c = 0; c < v->c; c++) out[c] = 0;
-    for (int64_t y = 0; y < v->h; y++)
-        for (int64_t x = 0; x < v->w; x++) {
-            const float *px = ws + v->off + ((y + v->pad) * v->wp + x + v->pad) * v->channels + v->c0;
-            for (int64_t c = 0; c < v->c; c++) out[c] += px[c];
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = 0;
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++) {
+            const float *px = interior + ((y + pad) * wp + x + pad) * channels;
+            for (int64_t ch = 0; ch < c; ch++) out[ch] += px[ch];
         }
-    for (int64_t c = 0; c < v->c; c++) out[c] = out[c] / (float)(v->h * v->w);
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = out[ch] / (float)(h * w);
 }
 
 static inline float agk_sigmoid(float x) {
@@ -350,22 +356,27 @@ static inline float agk_sigmoid(float x) {
 #define AGK_MAX_HEAD 1024
 static void agk_run_heads(const agk_head_step *steps, int64_t n_steps, const float *params, float *hv) {
     for (int64_t i = 0; i < n_steps; i++) {
-        const agk_head_step *st = &steps[i];
-        float *dst = hv + st->dst;
-        const float *src = hv + st->src;
-        for (int64_t o = 0; o < st->n; o++) {
-            if (st->op == AGK_FC) {
-                const float *w = params + st->w_off + o * st->nin;
+        const agk_head_step st = steps[i];                  /* a copy: the float stores below may alias it */
+        float *dst = hv + st.dst;
+        const float *src = hv + st.src, *src2 = hv + st.src2, *src3 = hv + st.src3;
+        switch (st.op) {
+        case AGK_FC:
+            for (int64_t o = 0; o < st.n; o++) {
+                const float *w = params + st.w_off + o * st.nin;
                 float z = 0;
-                for (int64_t j = 0; j < st->nin; j++) z += w[j] * src[j];
-                dst[o] = z + params[st->b_off + o];
-            } else if (st->op == AGK_LEAKY) {
-                dst[o] = src[o] >= 0 ? src[o] : src[o] * st->alpha;
-            } else if (st->op == AGK_SIGMOID) {
-                dst[o] = agk_sigmoid(src[o]);
-            } else {
-                dst[o] = (src[o] + hv[st->src2 + o] + hv[st->src3 + o]) / 3.0f;
+                for (int64_t j = 0; j < st.nin; j++) z += w[j] * src[j];
+                dst[o] = z + params[st.b_off + o];
             }
+            break;
+        case AGK_LEAKY:
+            for (int64_t o = 0; o < st.n; o++) dst[o] = src[o] >= 0 ? src[o] : src[o] * st.alpha;
+            break;
+        case AGK_SIGMOID:
+            for (int64_t o = 0; o < st.n; o++) dst[o] = agk_sigmoid(src[o]);
+            break;
+        case AGK_MEAN3:
+            for (int64_t o = 0; o < st.n; o++) dst[o] = (src[o] + src2[o] + src3[o]) / 3.0f;
+            break;
         }
     }
 }

@@ -1,9 +1,10 @@
 """The Numba backend: kernels/plan.py's tables (the same records the Cython backend runs) as Numba kernels.
 
 The strategy is conv_kernel.h's, in Python syntax with numba_simd's 8-lane vectors; why it is fast (BN folding,
-packing, fused stages, Winograd, threading) is told once, in kernels/README.md. Here: the register-blocked tiles,
-generated from one template (numba has no templates), the direct and Winograd stages, the heads program, and
-the executors (one image per thread, or one image's rows split over the threads).
+packing, fused stages, Winograd, threading) is told once, in kernels/README.md. Here: the register-blocked tiles
+and the Winograd transforms, generated from one template each (numba has no templates, and keeps vectors in
+registers only as named variables), the direct and Winograd stages, the heads program, and the executors (one
+image per thread, or one image's rows split over the threads).
 
 Compilation: every function is @njit(cache=True): the first import on a machine compiles (seconds; the
 benchmark reports it) and writes numba's cache next to this file (or in NUMBA_CACHE_DIR); later loads
@@ -80,6 +81,37 @@ def row_source():
     return "\n".join(lines) + "\n"
 
 
+# Winograd F(2x2, 3x3) transforms, as tables: a row of B^T is d_a -/+ d_b; a row of A^T is (m_a +/- m_b) +/- m_c.
+B_T = ((0, "vsub", 2), (1, "vadd", 2), (2, "vsub", 1), (1, "vsub", 3))
+A_T = ((0, "vadd", 1, "vadd", 2), (1, "vsub", 2, "vsub", 3))
+
+
+def winograd_input_source():
+    """Python source of winograd_input: V[4 i + j] = (B^T d B)[i, j] for one 4x4 input tile d, 8 channels, looped as
+    conv_kernel.h's agk_winograd_layer_impl (per column j the rows of B^T d, then per row i times B); the loops run
+    here, so the compiled function keeps the 16 intermediate vectors in registers."""
+    lines = ["def winograd_input(src, d, row_stride, pix, scratch, v, vps):"]
+    for j in range(4):
+        lines += [f"    x{i} = vload(src, d + {i} * row_stride + {j} * pix)" for i in range(4)]
+        lines += [f"    r{k}{j} = {op}(x{a}, x{b})" for k, (a, op, b) in enumerate(B_T)]
+    for i in range(4):
+        lines += [f"    vstore(scratch, v + {4 * i + k} * vps, {op}(r{i}{a}, r{i}{b}))"
+                  for k, (a, op, b) in enumerate(B_T)]
+    return "\n".join(lines) + "\n"
+
+
+def winograd_output_source():
+    """Python source of winograd_output: (y00, y01, y10, y11) = A^T M A for one tile's 16 products M[p] (8 channels
+    at scratch[m + p * mps]), looped as conv_kernel.h (per column j the rows of A^T M, then per row times A)."""
+    lines = ["def winograd_output(scratch, m, mps):"]
+    for j in range(4):
+        lines += [f"    m{i} = vload(scratch, m + {4 * i + j} * mps)" for i in range(4)]
+        lines += [f"    s{k}{j} = {op2}({op1}(m{a}, m{b}), m{c})" for k, (a, op1, b, op2, c) in enumerate(A_T)]
+    lines.append("    return (" + ", ".join(f"{op2}({op1}(s{i}{a}, s{i}{b}), s{i}{c})"
+                                         for i in range(2) for a, op1, b, op2, c in A_T) + ")")
+    return "\n".join(lines) + "\n"
+
+
 def _define(source, name):
     """Compile generated source into this module and jit it. The code object is named after this file, which is what
     numba's cache keys on (the file's timestamp): the cache stays valid until the template changes."""
@@ -90,6 +122,8 @@ def _define(source, name):
 for _rx, _nv in TILE_SHAPES:
     _define(tile_source(_rx, _nv), f"tile_{_rx}x{_nv}")
 _define(row_source(), "conv_row")
+_define(winograd_input_source(), "winograd_input")
+_define(winograd_output_source(), "winograd_output")
 
 
 # -- one stage (a record of plan.STAGE) on one image ------------------------------------------------------
@@ -138,8 +172,7 @@ def run_winograd(src, dst, r, u, biases, scratch, part, parts):
     """Winograd F(2x2, 3x3) stage (3x3, dilation 1, pad 1, even output), as conv_kernel.h's
     agk_winograd_layer_impl: V = B^T d B per 4x4 input tile and 8 channels, 16 products V[p] U[p] by the
     1x1-conv micro-kernel, Y = A^T M A per tile, + bias, Leaky-ReLU, and the 2x2 pool as a max over a tile.
-    Numba keeps no arrays of vectors in registers, so each transform's first pass writes its rows where its second
-    pass reads them (V, and M in place), 8 channels at a time, in L1."""
+    The transforms are generated from the B^T and A^T tables (winograd_input, winograd_output)."""
     row_stride, pix = r.src_wp * r.src_c, r.src_c
     base = r.src_off + (r.src_p - 1) * row_stride + (r.src_p - 1) * pix + r.ci0
     dc, dwp = r.dst_c, r.dst_wp
@@ -159,23 +192,7 @@ def run_winograd(src, dst, r, u, biases, scratch, part, parts):
         for t in range(nt):                              # V = B^T d B
             d = base + 2 * (ty0 + t // ntx) * row_stride + 2 * (t % ntx) * pix
             for c in range(0, cinp, 8):
-                v = t * cinp + c
-                for j in range(4):                       # column j of B^T d (d_i: input row i) -> V[4 i + j]
-                    x = d + c + j * pix
-                    d0, d1 = vload(src, x), vload(src, x + row_stride)
-                    d2, d3 = vload(src, x + 2 * row_stride), vload(src, x + 3 * row_stride)
-                    vstore(scratch, v + j * vps, vsub(d0, d2))
-                    vstore(scratch, v + (4 + j) * vps, vadd(d1, d2))
-                    vstore(scratch, v + (8 + j) * vps, vsub(d2, d1))
-                    vstore(scratch, v + (12 + j) * vps, vsub(d1, d3))
-                for i in range(4):                       # row i times B, in place
-                    p = v + 4 * i * vps
-                    r0, r1 = vload(scratch, p), vload(scratch, p + vps)
-                    r2, r3 = vload(scratch, p + 2 * vps), vload(scratch, p + 3 * vps)
-                    vstore(scratch, p, vsub(r0, r2))
-                    vstore(scratch, p + vps, vadd(r1, r2))
-                    vstore(scratch, p + 2 * vps, vsub(r2, r1))
-                    vstore(scratch, p + 3 * vps, vsub(r1, r3))
+                winograd_input(src, d + c, row_stride, pix, scratch, t * cinp + c, vps)
         for p in range(16):                              # M[p] = V[p] U[p]
             for co in range(0, cbuf, 16):
                 conv_row(scratch, p * vps, zero, cinp, cin, one, one, u, wi + p * cin * cbuf + co, cbuf, nt, scratch,
@@ -183,27 +200,17 @@ def run_winograd(src, dst, r, u, biases, scratch, part, parts):
         for t in range(nt):                              # Y = A^T M A
             ty, tx = ty0 + t // ntx, t % ntx
             for co in range(0, cbuf, 8):
-                m = m_base + t * cbuf + co
-                for j in range(4):                       # column j of A^T M -> M[j], M[4 + j], in place
-                    m0, m1 = vload(scratch, m + j * mps), vload(scratch, m + (4 + j) * mps)
-                    m2, m3 = vload(scratch, m + (8 + j) * mps), vload(scratch, m + (12 + j) * mps)
-                    vstore(scratch, m + j * mps, vadd(vadd(m0, m1), m2))
-                    vstore(scratch, m + (4 + j) * mps, vsub(vsub(m1, m2), m3))
+                y00, y01, y10, y11 = winograd_output(scratch, m_base + t * cbuf + co, mps)
                 bias = vload(biases, bi + co)
-                top = vzero()                            # pool: the max of the tile's first output row
-                for i in range(2):                       # row i of (A^T M) times A: output row i of the tile
-                    p = m + 4 * i * mps
-                    s0, s1 = vload(scratch, p), vload(scratch, p + mps)
-                    s2, s3 = vload(scratch, p + 2 * mps), vload(scratch, p + 3 * mps)
-                    y0, y1 = vadd(vadd(s0, s1), s2), vsub(vsub(s1, s2), s3)
-                    if pool and i == 0:
-                        top = vmax(y0, y1)
-                    elif pool:
-                        vstore(dst, out + (ty * dwp + tx) * dc + co, vleaky(vadd(vmax(top, vmax(y0, y1)), bias), alpha))
-                    else:
-                        o = out + ((2 * ty + i) * dwp + 2 * tx) * dc + co
-                        vstore(dst, o, vleaky(vadd(y0, bias), alpha))
-                        vstore(dst, o + dc, vleaky(vadd(y1, bias), alpha))
+                if pool:
+                    y = vmax(vmax(y00, y01), vmax(y10, y11))
+                    vstore(dst, out + (ty * dwp + tx) * dc + co, vleaky(vadd(y, bias), alpha))
+                else:
+                    o = out + (2 * ty * dwp + 2 * tx) * dc + co
+                    vstore(dst, o, vleaky(vadd(y00, bias), alpha))
+                    vstore(dst, o + dc, vleaky(vadd(y01, bias), alpha))
+                    vstore(dst, o + dwp * dc, vleaky(vadd(y10, bias), alpha))
+                    vstore(dst, o + dwp * dc + dc, vleaky(vadd(y11, bias), alpha))
 
 
 @njit(**JIT)
@@ -225,24 +232,28 @@ def conv_layer(src, dst, stages, weights, biases, scratch):
 @njit(**JIT)
 def copy_image(v, x, n, ws):
     """NCHW image n of x -> the interior of the NHWC image buffer (v: a plan.VIEW record)."""
-    for y in range(v.h):
-        row = v.off + ((y + v.pad) * v.wp + v.pad) * v.channels + v.c0
-        for px in range(v.w):
-            for c in range(v.c):
-                ws[row + px * v.channels + c] = x[n, c, y, px]
+    h, w, c, channels, wp, pad = v.h, v.w, v.c, v.channels, v.wp, v.pad
+    interior = v.off + v.c0
+    for y in range(h):
+        row = interior + ((y + pad) * wp + pad) * channels
+        for px in range(w):
+            for ch in range(c):
+                ws[row + px * channels + ch] = x[n, ch, y, px]
 
 
 @njit(**JIT)
 def pool_into(v, ws, hv):
     """hv[v.dst + c] = mean over the h x w interior of channel c0 + c of a buffer (v: a plan.VIEW record)."""
-    hv[v.dst:v.dst + v.c] = 0
-    for y in range(v.h):
-        for x in range(v.w):
-            px = v.off + ((y + v.pad) * v.wp + x + v.pad) * v.channels + v.c0
-            for c in range(v.c):
-                hv[v.dst + c] += ws[px + c]
-    for c in range(v.c):
-        hv[v.dst + c] = hv[v.dst + c] / np.float32(v.h * v.w)
+    h, w, c, channels, wp, pad, dst = v.h, v.w, v.c, v.channels, v.wp, v.pad, v.dst
+    interior = v.off + v.c0
+    hv[dst:dst + c] = 0
+    for y in range(h):
+        for x in range(w):
+            px = interior + ((y + pad) * wp + x + pad) * channels
+            for ch in range(c):
+                hv[dst + ch] += ws[px + ch]
+    for ch in range(c):
+        hv[dst + ch] = hv[dst + ch] / np.float32(h * w)
 
 
 @njit(**JIT)
@@ -258,19 +269,24 @@ def run_heads(steps, params, hv):
     """The head program (plan.HEAD_STEP records; conv_kernel.h's agk_run_heads says what each op computes)."""
     for i in range(steps.shape[0]):
         st = steps[i]
-        for o in range(st.n):
-            if st.op == FC:
+        dst, src, n, nin, alpha = st.dst, st.src, st.n, st.nin, st.alpha
+        if st.op == FC:
+            for o in range(n):
                 z = np.float32(0.0)
-                for j in range(st.nin):
-                    z += params[st.w_off + o * st.nin + j] * hv[st.src + j]
-                hv[st.dst + o] = z + params[st.b_off + o]
-            elif st.op == LEAKY:
-                z = hv[st.src + o]
-                hv[st.dst + o] = z if z >= 0 else z * st.alpha
-            elif st.op == SIGMOID:
-                hv[st.dst + o] = sigmoid32(hv[st.src + o])
-            elif st.op == MEAN3:
-                hv[st.dst + o] = (hv[st.src + o] + hv[st.src2 + o] + hv[st.src3 + o]) / np.float32(3.0)
+                w = st.w_off + o * nin
+                for j in range(nin):
+                    z += params[w + j] * hv[src + j]
+                hv[dst + o] = z + params[st.b_off + o]
+        elif st.op == LEAKY:
+            for o in range(n):
+                z = hv[src + o]
+                hv[dst + o] = z if z >= 0 else z * alpha
+        elif st.op == SIGMOID:
+            for o in range(n):
+                hv[dst + o] = sigmoid32(hv[src + o])
+        elif st.op == MEAN3:
+            for o in range(n):
+                hv[dst + o] = (hv[src + o] + hv[st.src2 + o] + hv[st.src3 + o]) / np.float32(3.0)
 
 
 # -- the executors ----------------------------------------------------------------------------------------
