@@ -28,8 +28,6 @@ def _kernels_state():
         listed = kernels.available_backends()
     except Exception as exc:  # noqa: BLE001 - a missing or half-written kernels package must not break the estimator
         return [("kernels", _short(exc))]
-    if isinstance(listed, dict):
-        listed = [name for name, ok in listed.items() if ok]
     try:
         reasons = dict(kernels.unavailable_reasons())
     except Exception:  # noqa: BLE001 - a kernels without it: the names are enough

@@ -9,9 +9,10 @@ Backends: "numpy" (refimpl, the reference), "numba" and "cython" (kernels), "onn
 ONNX Runtime through SessionOptions.intra_op_num_threads, the reference's BLAS through threadpoolctl
 where it is installed (otherwise its rows say the threads are uncontrolled).
 """
-from refimpl import golden, spec
+from refimpl import spec
 
 from . import machine
+from .runner_base import Runner, Unavailable  # noqa: F401  (Unavailable: what make_runner raises)
 
 CPU_BACKENDS = ("numpy", "numba", "cython", "onnxruntime")
 GPU_BACKENDS = ("tensorrt-fp32", "tensorrt-fp16")
@@ -19,32 +20,6 @@ ALL_BACKENDS = CPU_BACKENDS + GPU_BACKENDS
 BASELINE = "onnxruntime"
 LABELS = {"numpy": "numpy (refimpl)", "numba": "numba (kernels)", "cython": "cython (kernels)",
           "onnxruntime": "onnxruntime", "tensorrt-fp32": "tensorrt fp32", "tensorrt-fp16": "tensorrt fp16"}
-
-
-class Unavailable(Exception):
-    """This backend cannot run here; the message says why (shown in the report's row)."""
-
-
-class Runner:
-    """One backend at one thread count. Subclasses set `run`; `external` runners time themselves (trtexec)."""
-    name = "?"
-    external = False
-    device = "cpu"
-
-    def __init__(self, threads):
-        self.threads = threads
-        self.notes = []                 # shown under the table, e.g. "threads uncontrolled"
-        self.compile_seconds = None     # first-call cost paid at load (Numba JIT or cache load), if known
-        self.isa = None
-
-    def run(self, x):
-        raise NotImplementedError
-
-    def tolerance(self, output_name):
-        return golden.tolerance(output_name)
-
-    def close(self):
-        pass
 
 
 class ReferenceRunner(Runner):
@@ -77,8 +52,6 @@ class KernelsRunner(Runner):
             import kernels
         except ImportError as exc:
             raise Unavailable(f"the kernels package does not import ({exc})") from None
-        if not hasattr(kernels, "load"):
-            raise Unavailable("kernels has no load() yet")
         try:
             self.model = kernels.load(model_path, backend=backend, threads=threads)
         except (ImportError, ValueError, NotImplementedError) as exc:
@@ -128,13 +101,3 @@ def make_runner(name, model_path, threads=1, workdir=None):
 
         return tensorrt.make_runner(model_path, fp16=name.endswith("fp16"), workdir=workdir)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(ALL_BACKENDS)}")
-
-
-def kernels_unavailable_reasons():
-    """{backend: why} from kernels, or a reason for both when kernels itself is missing or partial."""
-    try:
-        import kernels
-    except ImportError as exc:
-        return {b: f"the kernels package does not import ({exc})" for b in ("numba", "cython")}
-    reasons = getattr(kernels, "unavailable_reasons", None)
-    return reasons() if reasons else {}

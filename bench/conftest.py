@@ -11,12 +11,12 @@ is also the warm-up, outside the timing. Groups put the backends doing the same 
 import functools
 import importlib.util
 
-import numpy as np
 import pytest
 
 import refimpl
 from bench import backends as bk
 from bench import machine
+from bench.bounds import layer_tolerance  # noqa: F401  (bench/test_stages.py imports it from here)
 from bench.run import Reference
 
 try:
@@ -117,9 +117,3 @@ def ref_trace(reference, ref_model):
         assert not reports, "reference vs golden: " + "; ".join(reports)
     layers = onnxruntime_layers(MODEL, x)
     return x, trace if layers is None else {**trace, **layers}
-
-
-def layer_tolerance(tensor):
-    """Intermediate tensors: 1e-4 absolute + 1e-5 of the tensor's largest value, as tests/test_kernels_model.py
-    (float32 sums of up to 432 products in another order, BatchNorm folded: a few hundred ulps of the largest)."""
-    return 1e-4 + 1e-5 * float(np.abs(tensor).max())

@@ -200,7 +200,7 @@ def compile_lines(result):
     if cold and "why" not in cold:
         lines.append(f"  numba (kernels): import + load + warm-up in a fresh process: {cold['empty_cache_s']:.1f} s with "
                      f"an empty Numba cache (JIT compile), then {cold['warm_cache_s']:.1f} s in a second process "
-                     f"(bench.kernels_speed.numba_first_call)")
+                     f"(bench.run.numba_first_call)")
         if cold["warm_cache_s"] > 0.5 * cold["empty_cache_s"]:
             lines.append("    the second process was not much faster: it did not reuse the cache the first one wrote "
                          "(same NUMBA_CACHE_DIR); compare with the kernels.load line below, which used the normal cache")

@@ -384,15 +384,36 @@ def under_load(backends, threads, reference, opts, busy_load=None):
     return section
 
 
-def numba_first_call(model_path):
-    """{"empty_cache_s", "warm_cache_s"} from bench.kernels_speed (the kernels' own measurement), or {"why"}."""
-    try:
-        from .kernels_speed import numba_first_call as measure
+# import + load + warm-up forward of the numba backend, in a fresh process (its time is the first number printed)
+FIRST_CALL_CODE = """
+import time, sys
+t0 = time.perf_counter()
+import kernels
+m = kernels.load(sys.argv[1], backend="numba", threads=int(sys.argv[2]))
+print(time.perf_counter() - t0, m.first_call_seconds)
+"""
 
-        empty, warm = measure(model_path, 1)
-    except Exception as exc:               # kernels_speed absent or changed, a subprocess failed: say so
-        return {"why": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"}
-    return {"empty_cache_s": empty, "warm_cache_s": warm}
+
+def numba_first_call(model_path, threads=1):
+    """{"empty_cache_s", "warm_cache_s"}: import + load + warm-up of the numba backend in a subprocess with an empty
+    Numba cache (compilation), then in a second one with the cache the first wrote (load); or {"why"}."""
+    import subprocess
+    import sys
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            runs = []
+            for _ in range(2):
+                out = subprocess.run([sys.executable, "-c", FIRST_CALL_CODE, model_path, str(threads)], env=env,
+                                     capture_output=True, text=True, cwd=root, check=True)
+                runs.append(float(out.stdout.split()[0]))
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as exc:     # a subprocess failed: say so
+        detail = getattr(exc, "stderr", None) or str(exc)
+        return {"why": f"{type(exc).__name__}: {detail.strip().splitlines()[-1] if detail.strip() else ''}"}
+    return {"empty_cache_s": runs[0], "warm_cache_s": runs[1]}
 
 
 def _derive(row, flops, peak_gflops):

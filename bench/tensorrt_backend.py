@@ -23,7 +23,7 @@ import numpy as np
 
 from refimpl import golden, spec
 
-from .backends import Runner, Unavailable
+from .runner_base import Runner, Unavailable
 
 MAX_BATCH = 64                   # the engine's optimization profile: batch 1 .. MAX_BATCH, tuned for OPT_BATCH
 OPT_BATCH = 8

@@ -90,7 +90,7 @@ def _conv_cases():
 
 
 def direct_conv64(x, w, pad, dilation):
-    """The convolution as a float64 sum of shifted products: an oracle independent of refimpl's im2col."""
+    """The convolution as a float64 sum of shifted products: an oracle independent of refimpl's float32 conv2d."""
     k = w.shape[2]
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     oh, ow = xp.shape[2] - dilation * (k - 1), xp.shape[3] - dilation * (k - 1)

@@ -22,8 +22,9 @@ Model (kernels/model.py), stable API:
                              '|'-joined when one stage makes several (the merged first convs of the three
                              branches that read the stem)
     stage_flops()            {stage: FLOP per image}
-    run_stages(x)            {refimpl trace name: [N, C, H, W]} for every stage output, plus the eight outputs,
-                             comparable one to one with refimpl.Model.trace(x)
+    run_stages(x)            {refimpl trace name: [N, C, H, W]} for every stage output, plus every tensor of the
+                             compiled heads ([N, C]: pools, FCs, the eight outputs), comparable one to one with
+                             refimpl.Model.trace(x)
     time_stages(x, repeat)   {'input', each stage, 'heads': median seconds for batch x}
     first_call_seconds       the backend's compile/load cost paid inside load() (Numba JIT or cache load),
                              so it never lands in a timing

@@ -1,31 +1,37 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The Cython backend's compiled executor: the plan of kernels/plan.py, one image per thread.
+"""The Cython backend's executor: kernels/plan.py's tables run by conv_kernel.h, one image per OpenMP thread.
 
-How it differs from refimpl/model.py: the network is one table of fused stages (conv + folded
-BatchNorm + Leaky-ReLU (+ max pool)) run by conv_kernel.h in NHWC buffers; the heads (GAP,
-the six FCs, sigmoids, the ensemble) are plain C loops here. Threads (OpenMP, prange) take
-whole images, each in its own workspace, so the result of an image does not depend on the
-thread count. Without OpenMP (no -fopenmp at build) prange runs serially.
-Compiler flags: kernels/build_flags.py, the only place they are set (-O3 -funroll-loops -std=gnu11 -fopenmp, no
--ffast-math, no -march by default; conv_kernel.h picks AVX2/FMA at run time on x86-64). This file relies on
-none of them beyond -O3. On the Jetson Nano: `AGEGENDER_NATIVE=1 pip install .` (gcc -mcpu=native, the
-Cortex-A57's NEON) or AGEGENDER_CFLAGS=-mcpu=cortex-a57; aarch64 gcc vectorizes with NEON even without it.
+The tables (stages, views, head steps) arrive as NumPy structured arrays whose records are conv_kernel.h's
+structs (plan.STAGE, plan.VIEW, plan.HEAD_STEP; tests/test_kernels_layout.py checks the layouts through
+LAYOUTS below); here they are passed on as uint8 views and read as those structs. How the kernels are fast,
+the threading and the compiler flags: kernels/README.md.
 """
 from cython.parallel cimport prange
-from libc.math cimport expf
-from libc.string cimport memset
-
-import numpy as np
 
 cdef extern from "conv_kernel.h" nogil:
-    ctypedef void (*agk_layer_fn)(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
-                                  int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
-                                  int pool, int oh, int ow, const float *w, const float *b, float alpha,
-                                  float *scratch, int algo, int part, int parts)
-    agk_layer_fn agk_select(const char **isa)
+    ctypedef struct agk_stage:
+        pass
+    ctypedef struct agk_view:
+        pass
+    ctypedef struct agk_head_step:
+        pass
+    ctypedef struct agk_field:
+        const char *name
+        const char *type
+        size_t offset
+    ctypedef void (*agk_stage_fn)(const agk_stage *s, const float *src_ws, float *dst_ws, const float *weights,
+                                  const float *biases, float *scratch, int part, int parts)
+    agk_stage_fn agk_select(const char **isa)
+    void agk_copy_image(const agk_view *v, const float *x, float *ws)
+    void agk_global_avg_pool(const agk_view *v, const float *ws, float *hv)
+    void agk_run_heads(const agk_head_step *steps, long long n_steps, const float *params, float *hv)
+    const agk_field agk_stage_layout[]
+    const agk_field agk_view_layout[]
+    const agk_field agk_head_step_layout[]
+    enum: AGK_MAX_HEAD
 
 cdef const char *_isa_name = NULL
-cdef agk_layer_fn _layer = agk_select(&_isa_name)
+cdef agk_stage_fn _stage = agk_select(&_isa_name)
 ISA = _isa_name.decode()
 
 cdef extern from *:
@@ -40,170 +46,91 @@ cdef extern from *:
     int AGK_OPENMP
 
 OPENMP = bool(AGK_OPENMP)
-
-# layer table columns, as in kernels/plan.py
-DEF SRC_OFF = 0
-DEF SRC_WP = 1
-DEF SRC_C = 2
-DEF SRC_P = 3
-DEF CI0 = 4
-DEF CIN = 5
-DEF DST_OFF = 6
-DEF DST_WP = 7
-DEF DST_C = 8
-DEF DST_P = 9
-DEF CO0 = 10
-DEF CBUF = 11
-DEF K = 12
-DEF DIL = 13
-DEF PAD = 14
-DEF POOL = 15
-DEF OH = 16
-DEF OW = 17
-DEF W_OFF = 18
-DEF B_OFF = 19
-DEF ALGO = 20
+MAX_HEAD = AGK_MAX_HEAD          # floats of one image's head vector (plan.head_size must fit)
 
 
-cdef inline void run_layer(const long long[:, ::1] layers, Py_ssize_t i, float alpha, float *ws,
-                           const float *weights, const float *biases, float *scratch, int part=0,
-                           int parts=1) noexcept nogil:
-    cdef const long long *r = &layers[i, 0]
-    _layer(ws + r[SRC_OFF], <int>r[SRC_WP], <int>r[SRC_C], <int>r[SRC_P], <int>r[CI0], <int>r[CIN],
-           ws + r[DST_OFF], <int>r[DST_WP], <int>r[DST_C], <int>r[DST_P], <int>r[CO0], <int>r[CBUF],
-           <int>r[K], <int>r[DIL], <int>r[PAD], <int>r[POOL], <int>r[OH], <int>r[OW],
-           weights + r[W_OFF], biases + r[B_OFF], alpha, scratch, <int>r[ALGO], part, parts)
+cdef _layout(const agk_field *fields):
+    cdef Py_ssize_t i = 0
+    out = []
+    while fields[i].name != NULL:
+        out.append((fields[i].name.decode(), fields[i].type.decode(), fields[i].offset))
+        i += 1
+    return out, fields[i].offset
 
 
-def conv_layer(float[::1] src, float[::1] dst, const long long[:, ::1] layers, const float[::1] alphas,
-               const float[::1] weights, const float[::1] biases, float[::1] scratch):
-    """Run every row of a layer table on one image: src and dst are the flat buffers the offsets point into
-    (the same array for a network; two for a single op)."""
+# {struct: ([(field, C type, offsetof)], sizeof)}: what tests/test_kernels_layout.py compares with plan.py's dtypes
+LAYOUTS = {"agk_stage": _layout(agk_stage_layout), "agk_view": _layout(agk_view_layout),
+           "agk_head_step": _layout(agk_head_step_layout)}
+cdef Py_ssize_t STAGE_SIZE = LAYOUTS["agk_stage"][1], VIEW_SIZE = LAYOUTS["agk_view"][1]
+cdef Py_ssize_t STEP_SIZE = LAYOUTS["agk_head_step"][1]
+
+
+cdef inline const agk_stage *stage_at(const unsigned char[::1] stages, Py_ssize_t i) noexcept nogil:
+    return <const agk_stage *>&stages[i * STAGE_SIZE]
+
+
+def conv_layer(float[::1] src, float[::1] dst, const unsigned char[::1] stages, const float[::1] weights,
+               const float[::1] biases, float[::1] scratch):
+    """Run every stage of a table (plan.STAGE records as uint8) on one image: src and dst are the flat buffers the
+    offsets point into (the same array in the network; two for a single op)."""
     cdef Py_ssize_t i
-    cdef const long long *r
-    for i in range(layers.shape[0]):
-        r = &layers[i, 0]
+    for i in range(stages.shape[0] // STAGE_SIZE):
         with nogil:
-            _layer(&src[0] + r[SRC_OFF], <int>r[SRC_WP], <int>r[SRC_C], <int>r[SRC_P], <int>r[CI0], <int>r[CIN],
-                   &dst[0] + r[DST_OFF], <int>r[DST_WP], <int>r[DST_C], <int>r[DST_P], <int>r[CO0],
-                   <int>r[CBUF], <int>r[K], <int>r[DIL], <int>r[PAD], <int>r[POOL], <int>r[OH], <int>r[OW],
-                   &weights[0] + r[W_OFF], &biases[0] + r[B_OFF], alphas[i], &scratch[0],
-                   <int>r[ALGO], 0, 1)
-
-
-cdef inline float sigmoid(float x) noexcept nogil:
-    cdef float e
-    if x >= 0:
-        return 1.0 / (1.0 + expf(-x))
-    e = expf(x)
-    return e / (1.0 + e)
-
-
-cdef inline void gap(const float *ws, const long long[:, ::1] g, Py_ssize_t i, float *out) noexcept nogil:
-    """out[c] = mean over the h x w interior of channels [c0, c0 + c) of a buffer."""
-    cdef Py_ssize_t y, x, c
-    cdef long long wp = g[i, 1], ch = g[i, 2], p = g[i, 3], c0 = g[i, 4], nc = g[i, 5], h = g[i, 6], w = g[i, 7]
-    cdef const float *px
-    for c in range(nc):
-        out[c] = 0
-    for y in range(h):
-        for x in range(w):
-            px = ws + g[i, 0] + ((y + p) * wp + x + p) * ch + c0
-            for c in range(nc):
-                out[c] += px[c]
-    for c in range(nc):
-        out[c] = out[c] / <float>(h * w)
-
-
-cdef inline float dot(const float *a, const float *b, Py_ssize_t n) noexcept nogil:
-    cdef float s = 0
-    cdef Py_ssize_t i
-    for i in range(n):
-        s += a[i] * b[i]
-    return s
-
-
-cdef void heads(const float *ws, const long long[:, ::1] g, const float *p, float alpha, float[:, ::1] out,
-                Py_ssize_t n) noexcept nogil:
-    """GAP + FCs + sigmoids + ensemble of one image -> out[:, n] in spec.OUTPUT_NAMES order.
-    p: the FC weights and biases of plan.HEAD_NAMES, flat: gv [32] + 1, av [32] + 1, fc1 [28 x 44] + 28,
-    fc_gender [28] + 1, fc_age [28] + 1, low [2 x 24] + 2."""
-    cdef float feat[64]
-    cdef float hidden[28]
-    cdef float gv, av, gf, af, gl, al, z
-    cdef Py_ssize_t j
-    gap(ws, g, 0, feat)
-    gv = sigmoid(dot(p, feat, 32) + p[32])
-    gap(ws, g, 1, feat)
-    av = dot(p + 33, feat, 32) + p[65]
-    gap(ws, g, 2, feat)
-    for j in range(28):
-        z = dot(p + 66 + 44 * j, feat, 44) + p[66 + 1232 + j]
-        hidden[j] = z if z >= 0 else z * alpha
-    gf = sigmoid(dot(p + 1326, hidden, 28) + p[1354])
-    af = dot(p + 1355, hidden, 28) + p[1383]
-    gap(ws, g, 3, feat)
-    gl = sigmoid(dot(p + 1384, feat, 24) + p[1432])
-    al = dot(p + 1408, feat, 24) + p[1433]
-    out[0, n] = (af + av + al) / 3.0
-    out[1, n] = (gf + gv + gl) / 3.0
-    out[2, n] = af
-    out[3, n] = gf
-    out[4, n] = av
-    out[5, n] = gv
-    out[6, n] = al
-    out[7, n] = gl
+            _stage(stage_at(stages, i), &src[0], &dst[0], &weights[0], &biases[0], &scratch[0], 0, 1)
 
 
 cdef void run_image(const float[:, :, :, ::1] x, Py_ssize_t n, float *ws, float[:, ::1] scratch,
-                    const long long[::1] image, const long long[:, ::1] layers, const float[::1] alphas,
-                    const float *weights, const float *biases, const long long[:, ::1] g, const float *hp,
-                    float head_alpha, float[:, ::1] out, Py_ssize_t first, Py_ssize_t last,
-                    bint do_heads, int parts) noexcept nogil:
+                    const agk_view *image, const unsigned char[::1] stages, const float *weights,
+                    const float *biases, const unsigned char[::1] pools, const unsigned char[::1] steps,
+                    const float *params, float[:, ::1] hv, Py_ssize_t first, Py_ssize_t last, bint heads,
+                    int parts) noexcept nogil:
     """One image in workspace ws; parts > 1: every stage's output rows split over `parts` threads (scratch[t])."""
-    cdef Py_ssize_t c, y, xx, i
+    cdef Py_ssize_t i
     cdef int t
-    cdef long long wp = image[1], ch = image[2], p = image[3]
-    cdef float *dst
-    if first == 0:                                   # NCHW image -> the NHWC image buffer's interior
-        for y in range(x.shape[2]):
-            dst = ws + image[0] + ((y + p) * wp + p) * ch
-            for xx in range(x.shape[3]):
-                for c in range(x.shape[1]):
-                    dst[xx * ch + c] = x[n, c, y, xx]
+    cdef float h[AGK_MAX_HEAD]
+    if first == 0:
+        agk_copy_image(image, &x[n, 0, 0, 0], ws)
     for i in range(first, last):
         if parts <= 1:
-            run_layer(layers, i, alphas[i], ws, weights, biases, &scratch[0, 0])
+            _stage(stage_at(stages, i), ws, ws, weights, biases, &scratch[0, 0], 0, 1)
         else:
             for t in prange(parts, num_threads=parts, schedule="static", chunksize=1):
-                run_layer(layers, i, alphas[i], ws, weights, biases, &scratch[t, 0], t, parts)
-    if do_heads:
-        heads(ws, g, hp, head_alpha, out, n)
+                _stage(stage_at(stages, i), ws, ws, weights, biases, &scratch[t, 0], t, parts)
+    if heads:
+        for i in range(pools.shape[0] // VIEW_SIZE):
+            agk_global_avg_pool(<const agk_view *>&pools[i * VIEW_SIZE], ws, h)
+        agk_run_heads(<const agk_head_step *>&steps[0], steps.shape[0] // STEP_SIZE, params, h)
+        for i in range(hv.shape[0]):
+            hv[i, n] = h[i]
 
 
-HEAD_SIZE = 1434     # floats in plan.head_params for this architecture (checked by Model)
-
-
-def run_network(const float[:, :, :, ::1] x, float[:, ::1] ws, float[:, ::1] scratch,
-                const long long[::1] image, const long long[:, ::1] layers, const float[::1] alphas,
-                const float[::1] weights, const float[::1] biases, const long long[:, ::1] g,
-                const float[::1] head_params, float head_alpha, float[:, ::1] out,
-                Py_ssize_t first, Py_ssize_t last, bint do_heads, int threads):
-    """threads <= batch: images n = t, t + T, t + 2T, ... run in workspace t (T = threads). threads > batch: the
-    images one after the other, each stage's rows split over the threads. See Model.forward."""
+def run_network(const float[:, :, :, ::1] x, float[:, ::1] ws, float[:, ::1] scratch, const unsigned char[::1] image,
+                const unsigned char[::1] stages, const float[::1] weights, const float[::1] biases,
+                const unsigned char[::1] pools, const unsigned char[::1] steps, const float[::1] params,
+                float[:, ::1] hv, Py_ssize_t first, Py_ssize_t last, bint heads, int threads):
+    """Stages [first, last) and (heads) the pools and head steps of every image of x -> hv[:, n], the head vector of
+    image n. The tables are plan.py's structured arrays viewed as uint8. threads <= batch: images n = t, t + T, ...
+    run in workspace t (T = threads); threads > batch: the images one after the other, each stage's rows split over
+    the threads."""
     cdef Py_ssize_t t, n, batch = x.shape[0]
     cdef int nt = threads
+    cdef const agk_view *im = <const agk_view *>&image[0]
     if nt > ws.shape[0] or nt > scratch.shape[0]:
         raise ValueError(f"{threads} threads but {ws.shape[0]} workspaces")
+    if hv.shape[0] > AGK_MAX_HEAD or hv.shape[1] < batch:
+        raise ValueError(f"head vectors {hv.shape[0]} x {hv.shape[1]}: at most {AGK_MAX_HEAD} floats, {batch} images")
+    if stages.shape[0] % STAGE_SIZE or pools.shape[0] % VIEW_SIZE or steps.shape[0] % STEP_SIZE or \
+            image.shape[0] != VIEW_SIZE or not 0 <= first <= last <= stages.shape[0] // STAGE_SIZE:
+        raise ValueError("tables that are not whole records of conv_kernel.h's structs (plan.STAGE, VIEW, HEAD_STEP)")
     if nt > batch or nt <= 1:
         with nogil:
             for n in range(batch):
-                run_image(x, n, &ws[0, 0], scratch, image, layers, alphas, &weights[0], &biases[0],
-                          g, &head_params[0], head_alpha, out, first, last, do_heads, nt)
+                run_image(x, n, &ws[0, 0], scratch, im, stages, &weights[0], &biases[0], pools, steps, &params[0],
+                          hv, first, last, heads, nt)
         return
     for t in prange(nt, nogil=True, num_threads=nt, schedule="static", chunksize=1):
         n = t
         while n < batch:
-            run_image(x, n, &ws[t, 0], scratch[t:t + 1], image, layers, alphas, &weights[0], &biases[0],
-                      g, &head_params[0], head_alpha, out, first, last, do_heads, 1)
+            run_image(x, n, &ws[t, 0], scratch[t:t + 1], im, stages, &weights[0], &biases[0], pools, steps,
+                      &params[0], hv, first, last, heads, 1)
             n = n + nt

@@ -7,12 +7,8 @@ Default (portable, what `pip install .` does anywhere):
   No -ffast-math (it would allow reassociation and flush NaN handling beyond the tolerances), no -march:
   on x86-64 conv_kernel.h compiles its kernel twice (baseline and target("avx2,fma")) and picks one at
   run time, so the wheel runs on any x86-64 and still uses AVX2/FMA where the CPU has them.
-Environment:
-    AGEGENDER_NATIVE=1      add -march=native (x86) / -mcpu=native (aarch64): everything tuned for the build
-                            machine. On the Jetson Nano: AGEGENDER_NATIVE=1 pip install . gives gcc
-                            -mcpu=native = the Cortex-A57's NEON + FMA (or set AGEGENDER_CFLAGS below).
-    AGEGENDER_CFLAGS="..."  extra flags, appended (e.g. "-mcpu=cortex-a57" when cross-compiling for the Nano)
-    AGEGENDER_NO_OPENMP=1   build without OpenMP (the backend then runs one thread)
+Environment (what each does, and the Jetson Nano route: kernels/README.md, "Building"):
+    AGEGENDER_NATIVE=1 (-march/-mcpu=native), AGEGENDER_CFLAGS="..." (appended), AGEGENDER_NO_OPENMP=1
 """
 import os
 import platform

@@ -1,32 +1,67 @@
-/* conv_kernel.h: the fused conv + bias + Leaky-ReLU (+ 2x2 max pool) of the Cython backend, in C.
+/* conv_kernel.h: the Cython backend's kernels in C: the fused conv + bias + Leaky-ReLU (+ 2x2 max pool) stage,
+ * direct or Winograd F(2x2, 3x3), the global average pools and the heads program; and the structs of the tables
+ * kernels/plan.py builds.
  *
- * How it differs from refimpl/conv2d.py: NHWC activations with a zero border (no padding
- * tests), BatchNorm already folded into w and b (kernels/plan.py), weights packed
- * [ky][kx][c_in][c_out_padded], and register blocking: a tile of RX output pixels x NV*8
- * output channels stays in RX*NV vector accumulators while the whole (ky, kx, c_in)
- * reduction runs; each step loads NV weight vectors once and reuses them for RX pixels.
- * The max pool is applied to two conv rows kept in a small scratch buffer, before the bias
- * and the activation (both are monotonic, so max-then-activate equals activate-then-max
- * exactly).
- *
- * Portability: the vectors are GCC/Clang vector extensions (8 x float32), no intrinsics.
- * gcc lowers them to whatever the target has: two SSE registers in a plain x86-64 build,
- * one AVX register, two NEON registers on aarch64 (the Jetson Nano's Cortex-A57). On x86-64
- * the same source is compiled twice, once for the baseline and once with
- * __attribute__((target("avx2,fma"))), and the AVX2+FMA version is picked at run time with
- * __builtin_cpu_supports, so a portable build (no -march) still uses AVX2/FMA here.
- * Flags relied on (kernels/build_flags.py): -O3 (unrolls the constant RX/NV loops and keeps
- * the accumulators in registers), gcc's default -ffp-contract=fast in GNU C mode (a*b+c ->
- * FMA). No -ffast-math: the results stay IEEE float32 apart from FMA contraction and the
- * summation order, which the tolerances of refimpl/golden.py allow for.
- * On the board: AGEGENDER_NATIVE=1 pip install . adds -mcpu=native (gcc on the Nano: the
- * Cortex-A57's NEON + FMA; or say AGEGENDER_CFLAGS="-mcpu=cortex-a57" explicitly).
+ * How it differs from refimpl (NHWC with zero borders, BatchNorm folded, packed weights, register-blocked
+ * tiles, Winograd, fused pool) and why that is fast: kernels/README.md. Portability: the vectors are GCC/Clang
+ * vector extensions (8 x float32), no intrinsics; on x86-64 the same source is compiled for the baseline and
+ * for avx2,fma and picked at run time. Flags relied on (kernels/build_flags.py): -O3 (unrolls the constant
+ * RX/NV loops, keeps the accumulators in registers) and gcc's default -ffp-contract=fast in GNU C (FMA); no
+ * -ffast-math.
  */
 #ifndef AGEGENDER_CONV_KERNEL_H
 #define AGEGENDER_CONV_KERNEL_H
 
+#include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
+
+/* The tables kernels/plan.py builds, one record per row. Each field is named once, in the X-macros below;
+ * plan.py's STAGE, VIEW and HEAD_STEP are the same records as NumPy structured dtypes, and
+ * tests/test_kernels_layout.py compares both layouts (the *_layout arrays below, offsetof and sizeof). */
+#define AGK_STAGE_FIELDS(X)                                                                                  \
+    /* source buffer: offset in the workspace, padded width, channels per pixel, border; channel slice */ \
+    X(int64_t, src_off) X(int64_t, src_wp) X(int64_t, src_c) X(int64_t, src_p) X(int64_t, ci0) X(int64_t, cin) \
+    /* destination buffer, likewise; cbuf: output channels written, a whole number of vectors */         \
+    X(int64_t, dst_off) X(int64_t, dst_wp) X(int64_t, dst_c) X(int64_t, dst_p) X(int64_t, co0)              \
+    X(int64_t, cbuf)                                                                                       \
+    /* the conv: kernel, dilation, padding, 2x2 max pool after it, conv output size; algo 0 direct,   */ \
+    /* 1 Winograd; offsets of its packed weights and bias; the Leaky-ReLU slope                        */ \
+    X(int64_t, k) X(int64_t, dil) X(int64_t, pad) X(int64_t, pool) X(int64_t, oh) X(int64_t, ow)           \
+    X(int64_t, w_off) X(int64_t, b_off) X(int64_t, algo) X(float, alpha)
+enum { AGK_DIRECT = 0, AGK_WINOGRAD = 1 };         /* agk_stage.algo (plan.DIRECT, plan.WINOGRAD) */
+
+/* A channel slice [c0, c0 + c) of an h x w buffer interior (the input image; a global average pool's source,
+ * whose mean lands at dst of the per-image head vector) */
+#define AGK_VIEW_FIELDS(X)                                                                                   \
+    X(int64_t, off) X(int64_t, wp) X(int64_t, channels) X(int64_t, pad) X(int64_t, c0) X(int64_t, c)        \
+    X(int64_t, h) X(int64_t, w) X(int64_t, dst)
+
+/* One step of the heads on the per-image head vector hv (plan.py compiles refimpl/graph.py's head nodes):
+ *   AGK_FC:      hv[dst + o] = params[b_off + o] + sum_i params[w_off + o * nin + i] * hv[src + i], o < n
+ *   AGK_LEAKY:   hv[dst + i] = Leaky-ReLU(alpha) of hv[src + i], i < n;  AGK_SIGMOID likewise
+ *   AGK_MEAN3:   hv[dst + i] = (hv[src + i] + hv[src2 + i] + hv[src3 + i]) / 3, i < n (the ensemble)       */
+enum { AGK_FC = 0, AGK_LEAKY = 1, AGK_SIGMOID = 2, AGK_MEAN3 = 3 };   /* agk_head_step.op (plan.FC, ...) */
+#define AGK_HEAD_STEP_FIELDS(X)                                                                              \
+    X(int64_t, op) X(int64_t, dst) X(int64_t, src) X(int64_t, src2) X(int64_t, src3) X(int64_t, n)         \
+    X(int64_t, nin) X(int64_t, w_off) X(int64_t, b_off) X(float, alpha)
+
+#define AGK_DECLARE(T, name) T name;
+typedef struct { AGK_STAGE_FIELDS(AGK_DECLARE) } agk_stage;
+typedef struct { AGK_VIEW_FIELDS(AGK_DECLARE) } agk_view;
+typedef struct { AGK_HEAD_STEP_FIELDS(AGK_DECLARE) } agk_head_step;
+#undef AGK_DECLARE
+
+/* {field name, C type, offset}, ended by {NULL, NULL, sizeof}: what the layout test reads */
+typedef struct { const char *name, *type; size_t offset; } agk_field;
+#define AGK_STAGE_ENTRY(T, name) {#name, #T, offsetof(agk_stage, name)},
+#define AGK_VIEW_ENTRY(T, name) {#name, #T, offsetof(agk_view, name)},
+#define AGK_HEAD_STEP_ENTRY(T, name) {#name, #T, offsetof(agk_head_step, name)},
+static const agk_field agk_stage_layout[] = {AGK_STAGE_FIELDS(AGK_STAGE_ENTRY){NULL, NULL, sizeof(agk_stage)}};
+static const agk_field agk_view_layout[] = {AGK_VIEW_FIELDS(AGK_VIEW_ENTRY){NULL, NULL, sizeof(agk_view)}};
+static const agk_field agk_head_step_layout[] = {
+    AGK_HEAD_STEP_FIELDS(AGK_HEAD_STEP_ENTRY){NULL, NULL, sizeof(agk_head_step)}};
 
 #define AGK_LANES 8
 typedef float agk_v8 __attribute__((vector_size(32)));
@@ -106,21 +141,23 @@ AGK_INLINE void agk_conv_row(const float *src, ptrdiff_t row_stride, ptrdiff_t p
 #undef AGK_TILE
 }
 
-/* One fused stage over one image. Buffers are NHWC with a zero border:
- *   src: [H + 2 sp, W + 2 sp, sc] at src, reading channels [ci0, ci0 + cin)
- *   dst: [.. + 2 dp, .. + 2 dp, dc] at dst, writing channels [co0, co0 + cbuf) of its interior
- *   conv output oh x ow (pooled: oh/2 x ow/2), weights [k][k][cin][cbuf], bias [cbuf]
+/* One fused stage (the direct convolution) over one image. Buffers are NHWC with a zero border:
+ *   src: [H + 2 src_p, W + 2 src_p, src_c] at ws + src_off, reading channels [ci0, ci0 + cin)
+ *   dst: [.. + 2 dst_p, .. + 2 dst_p, dst_c] at ws + dst_off, writing channels [co0, co0 + cbuf) of its interior
+ *   conv output oh x ow (pooled: oh/2 x ow/2), weights [k][k][cin][cbuf] at w_off, bias [cbuf] at b_off
  *   scratch: 2 * ow * 16 floats (pool only)
  * Output channels are the outer loop (blocks of 16, then 8): a block's weights, k*k*cin*16 floats, stay in
  * L1 while every row of the image streams past them.                                                    */
-AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
-                                    int dwp, int dc, int dp, int co0, int cbuf, int k, int dil, int pad,
-                                    int pool, int oh, int ow, const float *w, const float *b, float alpha,
-                                    float *scratch, int part, int parts) {
-    ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix_stride = sc;
+AGK_INLINE void agk_conv_layer_impl(const agk_stage *s, const float *src_ws, float *dst_ws, const float *weights,
+                                    const float *biases, float *scratch, int part, int parts) {
+    const int cin = (int)s->cin, cbuf = (int)s->cbuf, k = (int)s->k, dil = (int)s->dil, oh = (int)s->oh;
+    const int ow = (int)s->ow, pool = (int)s->pool, dc = (int)s->dst_c, dwp = (int)s->dst_wp;
+    const float alpha = s->alpha, *w = weights + s->w_off, *b = biases + s->b_off;
+    ptrdiff_t row_stride = (ptrdiff_t)s->src_wp * s->src_c, pix_stride = s->src_c;
     int rows = pool ? oh / 2 : oh, y0 = rows * part / parts, y1 = rows * (part + 1) / parts;
-    const float *base = src + (ptrdiff_t)(sp - pad) * row_stride + (sp - pad) * pix_stride + ci0;
-    float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
+    const float *base = src_ws + s->src_off + (s->src_p - s->pad) * row_stride + (s->src_p - s->pad) * pix_stride
+                        + s->ci0;
+    float *out = dst_ws + s->dst_off + (s->dst_p * dwp + s->dst_p) * dc + s->co0;
     for (int co = 0; co < cbuf; co += 2 * AGK_LANES) {
         int nv = cbuf - co >= 2 * AGK_LANES ? 2 : 1, width = nv * AGK_LANES;
         if (!pool) {
@@ -159,14 +196,15 @@ AGK_INLINE void agk_conv_layer_impl(const float *src, int swp, int sc, int sp, i
  * scratch: 16 * (AGK_WINO_ROWS * (ow/2) * (round_up(cin, 8) + cbuf) + 32) floats.
  * part, parts: this call computes tile rows [nty * part / parts, nty * (part + 1) / parts) (threads). */
 #define AGK_WINO_ROWS 4
-AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst,
-                                        int dwp, int dc, int dp, int co0, int cbuf, int pool, int oh, int ow,
-                                        const float *u, const float *b, float alpha, float *scratch,
-                                        int part, int parts) {
-    ptrdiff_t row_stride = (ptrdiff_t)swp * sc, pix = sc;
-    const float *base = src + (ptrdiff_t)(sp - 1) * row_stride + (sp - 1) * pix + ci0;
-    float *out = dst + ((ptrdiff_t)dp * dwp + dp) * dc + co0;
-    int nty = oh / 2, ntx = ow / 2, cinp = (cin + AGK_LANES - 1) / AGK_LANES * AGK_LANES;
+AGK_INLINE void agk_winograd_layer_impl(const agk_stage *s, const float *src_ws, float *dst_ws,
+                                        const float *weights, const float *biases, float *scratch, int part,
+                                        int parts) {
+    const int cin = (int)s->cin, cbuf = (int)s->cbuf, pool = (int)s->pool, dc = (int)s->dst_c, dwp = (int)s->dst_wp;
+    const float alpha = s->alpha, *u = weights + s->w_off, *b = biases + s->b_off;
+    ptrdiff_t row_stride = (ptrdiff_t)s->src_wp * s->src_c, pix = s->src_c;
+    const float *base = src_ws + s->src_off + (s->src_p - 1) * row_stride + (s->src_p - 1) * pix + s->ci0;
+    float *out = dst_ws + s->dst_off + (s->dst_p * dwp + s->dst_p) * dc + s->co0;
+    int nty = (int)s->oh / 2, ntx = (int)s->ow / 2, cinp = (cin + AGK_LANES - 1) / AGK_LANES * AGK_LANES;
     float *V = scratch;
     float *M = scratch + (ptrdiff_t)16 * (AGK_WINO_ROWS * ntx * cinp + 16);
     int ty_end = nty * (part + 1) / parts;
@@ -228,30 +266,30 @@ AGK_INLINE void agk_winograd_layer_impl(const float *src, int swp, int sc, int s
     }
 }
 
-#define AGK_LAYER_ARGS                                                                                     \
-    const float *src, int swp, int sc, int sp, int ci0, int cin, float *dst, int dwp, int dc, int dp, int co0, \
-        int cbuf, int k, int dil, int pad, int pool, int oh, int ow, const float *w, const float *b,          \
-        float alpha, float *scratch, int algo, int part, int parts
-#define AGK_LAYER_CALL \
-    src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, k, dil, pad, pool, oh, ow, w, b, alpha, scratch
+#define AGK_STAGE_ARGS                                                                                    \
+    const agk_stage *s, const float *src_ws, float *dst_ws, const float *weights, const float *biases,       \
+        float *scratch, int part, int parts
 
-/* algo 0: direct convolution; algo 1: Winograd F(2x2, 3x3) (the plan picks it only where it applies).
- * part < parts: this call computes its share of the output rows (threads split one image's rows this way;
- * every row is computed the same whichever the split, so results do not depend on the thread count). */
-AGK_INLINE void agk_layer_impl(AGK_LAYER_ARGS) {
-    if (algo == 1)
-        agk_winograd_layer_impl(src, swp, sc, sp, ci0, cin, dst, dwp, dc, dp, co0, cbuf, pool, oh, ow, w, b, alpha,
-                                scratch, part, parts);
+/* One stage s (a row of plan.stages) on one image: src_ws and dst_ws are the buffers its offsets point into (the
+ * same workspace in the network), weights and biases the plan's packed arrays. algo 0: direct convolution;
+ * algo 1: Winograd F(2x2, 3x3) (the plan picks it only where it applies). part < parts: this call computes
+ * its share of the output rows (threads split one image's rows this way; every row is computed the same
+ * whichever the split, so results do not depend on the thread count). */
+AGK_INLINE void agk_stage_impl(AGK_STAGE_ARGS) {
+    if (s->algo == AGK_WINOGRAD)
+        agk_winograd_layer_impl(s, src_ws, dst_ws, weights, biases, scratch, part, parts);
     else
-        agk_conv_layer_impl(AGK_LAYER_CALL, part, parts);
+        agk_conv_layer_impl(s, src_ws, dst_ws, weights, biases, scratch, part, parts);
 }
 
-static void agk_conv_layer_generic(AGK_LAYER_ARGS) { agk_layer_impl(AGK_LAYER_CALL, algo, part, parts); }
+static void agk_stage_generic(AGK_STAGE_ARGS) {
+    agk_stage_impl(s, src_ws, dst_ws, weights, biases, scratch, part, parts);
+}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
 /* the same code compiled for AVX2 + FMA, chosen at run time */
-__attribute__((target("avx2,fma"))) static void agk_conv_layer_avx2(AGK_LAYER_ARGS) {
-    agk_layer_impl(AGK_LAYER_CALL, algo, part, parts);
+__attribute__((target("avx2,fma"))) static void agk_stage_avx2(AGK_STAGE_ARGS) {
+    agk_stage_impl(s, src_ws, dst_ws, weights, biases, scratch, part, parts);
 }
 static int agk_use_avx2(void) {
     __builtin_cpu_init();
@@ -260,14 +298,14 @@ static int agk_use_avx2(void) {
 #define AGK_HAVE_DISPATCH 1
 #endif
 
-typedef void (*agk_layer_fn)(AGK_LAYER_ARGS);
+typedef void (*agk_stage_fn)(AGK_STAGE_ARGS);
 
-/* -> the conv layer function for this CPU, and its name for available_backends() / the benchmark */
-static agk_layer_fn agk_select(const char **isa) {
+/* -> the stage function for this CPU, and its name for available_backends() / the benchmark */
+static agk_stage_fn agk_select(const char **isa) {
 #ifdef AGK_HAVE_DISPATCH
     if (agk_use_avx2()) {
         *isa = "x86-64 + avx2/fma (runtime dispatch)";
-        return agk_conv_layer_avx2;
+        return agk_stage_avx2;
     }
     *isa = "x86-64 baseline (sse2)";
 #elif defined(__AVX2__)
@@ -277,7 +315,70 @@ static agk_layer_fn agk_select(const char **isa) {
 #else
     *isa = "generic C vectors";
 #endif
-    return agk_conv_layer_generic;
+    return agk_stage_generic;
+}
+
+/* Before the stages: an NCHW image x [v->c, v->h, v->w] -> the interior of the NHWC image buffer of view v.
+ * (The view's fields are read once into locals here and below: the float stores may alias them.) */
+static void agk_copy_image(const agk_view *v, const float *x, float *ws) {
+    const int64_t h = v->h, w = v->w, c = v->c, channels = v->channels, wp = v->wp, pad = v->pad;
+    float *interior = ws + v->off + v->c0;
+    for (int64_t y = 0; y < h; y++) {
+        float *row = interior + ((y + pad) * wp + pad) * channels;
+        for (int64_t px = 0; px < w; px++)
+            for (int64_t ch = 0; ch < c; ch++) row[px * channels + ch] = x[(ch * h + y) * w + px];
+    }
+}
+
+/* -- after the stages: global average pools and the heads, scalar C (about 1,500 multiply-adds) -------- */
+
+/* hv[v->dst + c] = mean over the h x w interior of channel c0 + c of the buffer at ws + v->off, c < v->c */
+static void agk_global_avg_pool(const agk_view *v, const float *ws, float *hv) {
+    const int64_t h = v->h, w = v->w, c = v->c, channels = v->channels, wp = v->wp, pad = v->pad;
+    const float *interior = ws + v->off + v->c0;
+    float *out = hv + v->dst;
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = 0;
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++) {
+            const float *px = interior + ((y + pad) * wp + x + pad) * channels;
+            for (int64_t ch = 0; ch < c; ch++) out[ch] += px[ch];
+        }
+    for (int64_t ch = 0; ch < c; ch++) out[ch] = out[ch] / (float)(h * w);
+}
+
+static inline float agk_sigmoid(float x) {
+    if (x >= 0) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+/* The head program (plan.head_steps) on one image's head vector hv (plan.head_size <= AGK_MAX_HEAD floats). */
+#define AGK_MAX_HEAD 1024
+static void agk_run_heads(const agk_head_step *steps, int64_t n_steps, const float *params, float *hv) {
+    for (int64_t i = 0; i < n_steps; i++) {
+        const agk_head_step st = steps[i];                  /* a copy: the float stores below may alias it */
+        float *dst = hv + st.dst;
+        const float *src = hv + st.src, *src2 = hv + st.src2, *src3 = hv + st.src3;
+        switch (st.op) {
+        case AGK_FC:
+            for (int64_t o = 0; o < st.n; o++) {
+                const float *w = params + st.w_off + o * st.nin;
+                float z = 0;
+                for (int64_t j = 0; j < st.nin; j++) z += w[j] * src[j];
+                dst[o] = z + params[st.b_off + o];
+            }
+            break;
+        case AGK_LEAKY:
+            for (int64_t o = 0; o < st.n; o++) dst[o] = src[o] >= 0 ? src[o] : src[o] * st.alpha;
+            break;
+        case AGK_SIGMOID:
+            for (int64_t o = 0; o < st.n; o++) dst[o] = agk_sigmoid(src[o]);
+            break;
+        case AGK_MEAN3:
+            for (int64_t o = 0; o < st.n; o++) dst[o] = (src[o] + src2[o] + src3[o]) / 3.0f;
+            break;
+        }
+    }
 }
 
 #endif

@@ -68,19 +68,13 @@ class Model:
         self.backend = backend
         self.backend_name = backend.NAME
         self.plan = planning.Plan(weights, attrs)
-        self._check_heads()
+        self._tables = backend.tables(self.plan)
+        self._outputs = [self.plan.head_slots[name][0] for name in spec.OUTPUT_NAMES]   # rows of the head vectors
         self._workspaces = Workspaces(self.plan.workspace_size, self.plan.scratch_size)
         self._warm = set()               # executors run once already: "serial", "parallel" (see warm_up)
         self.row_split = RowSplitGuard()  # small batches: split rows over the threads unless cores are contended
         self.threads = None
         self.set_threads(threads)
-
-    def _check_heads(self):
-        dims = [(fc.nin, fc.nout) for fc in (spec.FC_BY_NAME[n] for n in planning.HEAD_NAMES)]
-        if dims != [(32, 1), (32, 1), (44, 28), (28, 1), (28, 1), (24, 2)] or \
-                self.plan.head_params.size != self.backend.HEAD_SIZE:
-            raise NotImplementedError(f"kernels: the compiled heads are written for the FC sizes of "
-                                      f"{spec.ARCH_VERSION}; got {dims}")
 
     def set_threads(self, threads=None):
         """Threads over the batch (one image per thread at a time), or over each stage's output rows when the batch
@@ -130,30 +124,32 @@ class Model:
         x = refimpl.check_input(x)
         threads, n = self.threads, x.shape[0]
         if threads <= n:                 # whole images per thread: no per-stage barrier to wait at
-            out = self._run(x, 0, len(self.plan.stages), True, threads)
+            hv = self._run(x, 0, len(self.plan.stages), True, threads)
         else:                            # rows split over the threads, unless the cores are busy (row_split.py)
             split = self.row_split.split_now(threads)
             t0 = time.perf_counter()
-            out = self._run(x, 0, len(self.plan.stages), True, threads if split else 1)
+            hv = self._run(x, 0, len(self.plan.stages), True, threads if split else 1)
             self.row_split.record(split, (time.perf_counter() - t0) / n)
-        return {name: out[i][:, None] for i, name in enumerate(spec.OUTPUT_NAMES)}
+        return {name: hv[row][:, None] for name, row in zip(spec.OUTPUT_NAMES, self._outputs)}
 
     __call__ = forward
 
     def _run(self, x, first, last, heads, threads=None, workspace=None):
-        """Stages [first, last) (+ the heads) of batch x -> outputs [8, N]; in `workspace` (ws, scratch) when
-        given (the caller reads it afterwards), else in one lent for this call."""
+        """Stages [first, last) (+ the heads) of batch x -> head vectors [plan.head_size, N] (plan.head_slots says
+        where each head tensor is); in `workspace` (ws, scratch) when given (the caller reads it afterwards), else
+        in one lent for this call."""
         threads = self.threads if threads is None else threads
         p = self.plan
-        out = np.empty((len(spec.OUTPUT_NAMES), x.shape[0]), np.float32)
+        hv = np.empty((p.head_size, x.shape[0]), np.float32)
+        image, stages, pools, steps = self._tables
         pair = self._workspaces.take(threads) if workspace is None else workspace
         try:
-            self.backend.run_network(x, pair[0], pair[1], p.image, p.layers, p.alphas, p.weights, p.biases,
-                                     p.gap, p.head_params, p.head_alpha, out, first, last, heads, threads)
+            self.backend.run_network(x, pair[0], pair[1], image, stages, p.weights, p.biases, pools, steps,
+                                     p.head_params, hv, first, last, heads, threads)
         finally:
             if workspace is None:
                 self._workspaces.give(pair)
-        return out
+        return hv
 
     # -- stages: for tests and the benchmark ----------------------------------------------------------------
     def stage_names(self):
@@ -165,23 +161,25 @@ class Model:
         return {st.name: self.plan.stage_flops(i) for i, st in enumerate(self.plan.stages)}
 
     def run_stages(self, x):
-        """Every fused stage's output, image by image: {refimpl trace name: float32 [N, C, H, W]}, plus the
-        eight outputs. The keys are refimpl.Model.trace names (e.g. 'age_branch.pool1'), so each stage can be
-        compared with the reference composition conv -> batch norm -> leaky relu (-> max pool)."""
+        """Every fused stage's output, image by image: {refimpl trace name: float32 [N, C, H, W]}, plus every
+        tensor of the heads ([N, C]: the pools, e.g. 'top_head.gap', the FCs, the eight outputs). The keys are
+        refimpl.Model.trace names (e.g. 'age_branch.pool1'), so each stage can be compared with the reference
+        composition conv -> batch norm -> leaky relu (-> max pool), and each head step with refimpl's."""
         x = refimpl.check_input(x)
         p = self.plan
         result = {}
-        outs = []
+        hvs = []
         with self._workspaces.lend(1) as workspace:
             for n in range(x.shape[0]):
-                outs.append(self._run(x[n:n + 1], 0, len(p.stages), True, threads=1, workspace=workspace))
+                hvs.append(self._run(x[n:n + 1], 0, len(p.stages), True, threads=1, workspace=workspace))
                 for st in p.stages:
                     for tensor, (t0, tc) in st.outputs.items():
                         result.setdefault(tensor, []).append(
                             p.read_slice(workspace[0][0], st.dst.buffer, st.dst.c0 + t0, tc))
         result = {name: np.stack(v) for name, v in result.items()}
-        out = np.concatenate(outs, axis=1)
-        result.update({name: out[i][:, None] for i, name in enumerate(spec.OUTPUT_NAMES)})
+        hv = np.concatenate(hvs, axis=1)
+        result.update({name: np.ascontiguousarray(hv[offset:offset + width].T)
+                       for name, (offset, width) in p.head_slots.items()})
         return result
 
     def time_stages(self, x, repeat=20):

@@ -60,22 +60,18 @@ def _conv_bias_leaky(conv_layer, x, w, b, alpha, pad=0, dilation=1, pool=False, 
     # channels padded to whole vectors: the Winograd input transform reads 8 channels at a time
     src = np.zeros((h + 2 * pad, width + 2 * pad, planning.round_up(c_in, planning.LANES)), np.float32)
     dst = np.empty((ph, pw, cbuf), np.float32)
-    row = np.zeros((1, planning.N_FIELDS), np.int64)
-    r = row[0]
-    r[planning.SRC_WP], r[planning.SRC_C], r[planning.SRC_P], r[planning.CIN] = width + 2 * pad, src.shape[2], pad, c_in
-    r[planning.DST_WP], r[planning.DST_C], r[planning.CBUF] = pw, cbuf, cbuf
-    r[planning.K], r[planning.DIL], r[planning.PAD], r[planning.POOL] = k, dilation, pad, int(pool)
-    r[planning.OH], r[planning.OW] = oh, ow
-    r[planning.ALGO] = planning.WINOGRAD if winograd else planning.DIRECT
-    alphas = np.array([alpha], np.float32)
-    scratch = np.zeros(max(2 * ow * cbuf, planning.LANES, 16 * (planning.WINO_ROWS * (ow // 2) * (src.shape[2] + cbuf) + 32)),
-                       np.float32)
+    stage = np.zeros(1, planning.STAGE)
+    algo = planning.WINOGRAD if winograd else planning.DIRECT
+    planning.fill(stage[0], src_off=0, src_wp=width + 2 * pad, src_c=src.shape[2], src_p=pad, ci0=0, cin=c_in,
+                  dst_off=0, dst_wp=pw, dst_c=cbuf, dst_p=0, co0=0, cbuf=cbuf, k=k, dil=dilation, pad=pad,
+                  pool=int(pool), oh=oh, ow=ow, w_off=0, b_off=0, algo=algo, alpha=alpha)
+    scratch = np.zeros(planning.stage_scratch(algo, pool, ow, c_in, cbuf), np.float32)
     out = np.empty((n, c_out, ph, pw), np.float32)
     flat_w = packed.ravel()
     for i in range(n):
         src[pad: pad + h, pad: pad + width, :c_in] = x[i].transpose(1, 2, 0)
         if ph and pw:
-            conv_layer(src.ravel(), dst.ravel(), row, alphas, flat_w, bias, scratch)
+            conv_layer(src.ravel(), dst.ravel(), stage, flat_w, bias, scratch)
         out[i] = dst[:, :, :c_out].transpose(2, 0, 1)
     return out
 

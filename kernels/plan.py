@@ -1,24 +1,12 @@
-"""The network as a flat program for the compiled backends, built once at load from refimpl.spec.
+"""The network as tables for the compiled backends, built once at load from refimpl's spec, graph and weights.
 
-Both backends (numba_backend.py, cython_backend.pyx) execute the same program; this module
-holds everything that is decided once, in Python:
+Everything decided once, in Python: BatchNorm folded into the convs, weights packed for the micro-kernel
+(or Winograd-transformed), NHWC buffers with zero borders laid out in one workspace, the fused stages
+(STAGE records), the global average pools (VIEW) and the heads program (HEAD_STEP, compiled from
+refimpl/graph.py's head nodes). Why each choice is fast: kernels/README.md.
 
-- BatchNorm folded into the conv weights and a bias: w' = w * s, b' = beta - mean * s with
-  s = gamma / sqrt(var + eps), computed in float64 and rounded once to float32.
-- Conv weights packed [ky][kx][c_in][c_out_padded] (output channels innermost and padded to a
-  multiple of LANES), so the micro-kernel loads LANES output channels with one vector load.
-- Activations live in NHWC buffers with a zero border as wide as the largest padding of the
-  convs that read them; the border is written once (zeros at allocation) and never touched,
-  so the kernels have no boundary tests. A conv reads a channel slice [ci0, ci0 + cin) of its
-  source buffer and writes a channel slice of its destination buffer: the three stem branches
-  write straight into one 48-channel "stem" buffer and gender/age branches into the 64-channel
-  "top.concat" buffer (no concat copies).
-- The first CBL+Pool of the three blocks that read the stem (gender_branch, age_branch,
-  low_branch: 3x3, dilation 1, all followed by a pool) is merged into one conv 48 -> 56, which
-  reads the stem once instead of three times; the three consumers read its channel slices.
-- Every fused stage is one row of LAYER table (int64) so that a compiled executor runs the
-  whole network in one call per batch, one image per thread at a time, in a per-thread
-  workspace that is allocated once.
+STAGE, VIEW and HEAD_STEP are conv_kernel.h's structs agk_stage, agk_view and agk_head_step as NumPy
+dtypes (tests/test_kernels_layout.py compares the layouts); the Numba backend reads the same arrays.
 """
 from dataclasses import dataclass, field
 
@@ -28,16 +16,23 @@ from refimpl import graph, spec
 
 LANES = 8            # output channels per vector: 8 float32 = 256 bits (two NEON registers on the Nano)
 
-# Columns of the layer table, one row per fused conv(+bias+Leaky-ReLU(+max pool)) stage.
-(SRC_OFF, SRC_WP, SRC_C, SRC_P, CI0, CIN, DST_OFF, DST_WP, DST_C, DST_P, CO0, CBUF,
- K, DIL, PAD, POOL, OH, OW, W_OFF, B_OFF, ALGO) = range(21)
-N_FIELDS = 21
-DIRECT, WINOGRAD = 0, 1          # values of the ALGO column
-WINO_ROWS = 4                    # tile rows per block in conv_kernel.h's Winograd (AGK_WINO_ROWS)
 
-# Head parameters, one flat float32 vector; offsets in HEAD_* (see Plan.heads).
-HEAD_NAMES = ("gender_virtual.fc", "age_virtual.fc", "top_head.fc1", "top_head.fc_gender", "top_head.fc_age",
-              "low_head.fc")
+
+def _record(*names, floats=("alpha",)):
+    """A C-layout structured dtype: int64 fields, float32 for `floats` (C: int64_t and float, in this order)."""
+    return np.dtype([(name, np.float32 if name in floats else np.int64) for name in names], align=True)
+
+
+# One fused conv (+ bias + Leaky-ReLU (+ 2x2 max pool)) stage; the fields are explained in conv_kernel.h.
+STAGE = _record("src_off", "src_wp", "src_c", "src_p", "ci0", "cin", "dst_off", "dst_wp", "dst_c", "dst_p", "co0",
+                "cbuf", "k", "dil", "pad", "pool", "oh", "ow", "w_off", "b_off", "algo", "alpha")
+# A channel slice of a buffer's interior: the input image, or a global average pool's source and its place in hv.
+VIEW = _record("off", "wp", "channels", "pad", "c0", "c", "h", "w", "dst")
+# One step of the heads on the per-image head vector hv.
+HEAD_STEP = _record("op", "dst", "src", "src2", "src3", "n", "nin", "w_off", "b_off", "alpha")
+FC, LEAKY, SIGMOID, MEAN3 = 0, 1, 2, 3         # HEAD_STEP ops (conv_kernel.h's AGK_FC, ...)
+DIRECT, WINOGRAD = 0, 1                        # STAGE algo
+WINO_ROWS = 4                    # tile rows per block in conv_kernel.h's Winograd (AGK_WINO_ROWS)
 
 
 def round_up(n, m):
@@ -61,6 +56,29 @@ def winograd_weights(w, b=None):
     packed = np.zeros((16, c_in, round_up(c_out, LANES)), np.float32)
     packed[:, :, :c_out] = u
     return packed, pack_weights(w, b)[1]
+
+
+def fill(record, **fields):
+    """Set a structured record's fields by name (a missing or unknown field is an error, not a zero)."""
+    if set(fields) != set(record.dtype.names):
+        raise ValueError(f"{record.dtype.names}: missing {set(record.dtype.names) - set(fields)}, unknown "
+                         f"{set(fields) - set(record.dtype.names)}")
+    for name, value in fields.items():
+        record[name] = value
+
+
+def step(op, dst, src, src2=0, src3=0, n=1, nin=0, w_off=0, b_off=0, alpha=0.0):
+    """A HEAD_STEP record (see conv_kernel.h for what each op computes)."""
+    record = np.zeros((), HEAD_STEP)
+    fill(record, op=op, dst=dst, src=src, src2=src2, src3=src3, n=n, nin=nin, w_off=w_off, b_off=b_off, alpha=alpha)
+    return record
+
+
+def stage_scratch(algo, pool, ow, cin, cbuf):
+    """Floats of scratch one stage needs (conv_kernel.h): the Winograd V and M blocks, or two conv rows to pool."""
+    if algo == WINOGRAD:
+        return 16 * (WINO_ROWS * (ow // 2) * (round_up(cin, LANES) + cbuf) + 32)
+    return max(2 * ow * cbuf if pool else 0, LANES)
 
 
 def winograd_applies(k, dilation, pad, oh, ow, c_in):
@@ -132,7 +150,7 @@ def _fused_layers(block):
     return out
 
 
-def _layer_output_name(block, cbl, pool, index_in_block):
+def _layer_output_name(block, cbl, pool):
     """The refimpl trace name of a fused layer's output: the pool's if pooled, else the activation's."""
     if pool:
         pools = [l for l in block.layers[:block.layers.index(cbl) + 2] if isinstance(l, spec.Pool)]
@@ -168,7 +186,7 @@ class Plan:
         size = {"image": (h, w)}
         # concat consumers: "stem" and every block with several sources get one buffer, producers write slices
         concat_of = {}
-        concats = [("stem", spec.STEM_BLOCKS)] + [(graph.block_input(b), b.sources) for b in spec.BLOCKS
+        concats = [("stem", spec.STEM_BLOCKS)] + [(b.input, b.sources) for b in spec.BLOCKS
                                                   if len(b.sources) > 1]
         for name, sources in concats:
             c0 = 0
@@ -181,18 +199,17 @@ class Plan:
         for block in spec.BLOCKS:
             if block.name in done:
                 continue
-            src_name = block.sources[0] if len(block.sources) == 1 else graph.block_input(block)
+            src_name = block.input
             group = [block]
             if merge:   # blocks reading the same tensor whose first CBL(+pool) has the same shape: one conv
                 first = pending[block.name][0]
                 group = [b for b in spec.BLOCKS if b.name not in done and
-                         (b.sources[0] if len(b.sources) == 1 else graph.block_input(b)) == src_name and
-                         self._same_kind(pending[b.name][0], first, weights, attrs, b, block)]
-            for i, member in enumerate(group):
-                done.add(member.name)
+                         b.input == src_name and
+                         self._same_kind(pending[b.name][0], first, attrs, b, block)]
+            done.update(member.name for member in group)
             self._emit_block_group(group, pending, where, size, concat_of, weights, attrs)
 
-    def _same_kind(self, a, b, weights, attrs, block_a, block_b):
+    def _same_kind(self, a, b, attrs, block_a, block_b):
         (cbl_a, pool_a), (cbl_b, pool_b) = a, b
         alpha_a = attrs[f"{block_a.name}.{cbl_a.names[2]}"]["alpha"]
         alpha_b = attrs[f"{block_b.name}.{cbl_b.names[2]}"]["alpha"]
@@ -200,7 +217,7 @@ class Plan:
         return (cbl_a.k == cbl_b.k and pool_a == pool_b and alpha_a == alpha_b and conv_a == conv_b)
 
     def _emit_block_group(self, group, pending, where, size, concat_of, weights, attrs):
-        src_name = group[0].sources[0] if len(group[0].sources) == 1 else graph.block_input(group[0])
+        src_name = group[0].input
         # the first fused layer of every block in the group, merged along output channels
         ws, bs, outputs, c0 = [], [], {}, 0
         for block in group:
@@ -208,35 +225,33 @@ class Plan:
             w, b, pad, dil, alpha = self._folded(weights, attrs, block, cbl)
             ws.append(w)
             bs.append(b)
-            outputs[_layer_output_name(block, cbl, pool, 0)] = (c0, cbl.cout)
+            outputs[_layer_output_name(block, cbl, pool)] = (c0, cbl.cout)
             c0 += cbl.cout
         w, b = np.concatenate(ws), np.concatenate(bs)
         chains = {block.name: pending[block.name][1:] for block in group}
         ends = {block.name: not chains[block.name] for block in group}
         name = "|".join(outputs)
         dst = self._dst(name, [block for block in group if ends[block.name]], c0, where, size, concat_of, src_name,
-                        pool, outputs, w.shape[0])
-        self._add_stage(name, where[src_name], dst, w, b, pad, dil, pool, alpha, outputs, size[src_name], size)
+                        pool, w.shape[0])
+        self._add_stage(name, where[src_name], dst, w, b, pad, dil, pool, alpha, outputs)
         for tensor, (t0, tc) in outputs.items():
             where[tensor] = Slice(dst.buffer, dst.c0 + t0, tc)
             size[tensor] = size[name]
         for block in group:
-            x = _layer_output_name(block, *pending[block.name][0], 0)
+            x = _layer_output_name(block, *pending[block.name][0])
             for cbl, pool in chains[block.name]:
                 wb, bb, pad, dil, alpha = self._folded(weights, attrs, block, cbl)
-                out = _layer_output_name(block, cbl, pool, 0)
+                out = _layer_output_name(block, cbl, pool)
                 last = (cbl, pool) == chains[block.name][-1]
-                dst = self._dst(out, [block] if last else [], cbl.cout, where, size, concat_of, x, pool,
-                                {out: (0, cbl.cout)}, cbl.cout)
-                self._add_stage(out, where[x], dst, wb, bb, pad, dil, pool, alpha, {out: (0, cbl.cout)},
-                                size[x], size)
+                dst = self._dst(out, [block] if last else [], cbl.cout, where, size, concat_of, x, pool, cbl.cout)
+                self._add_stage(out, where[x], dst, wb, bb, pad, dil, pool, alpha, {out: (0, cbl.cout)})
                 where[out] = Slice(dst.buffer, dst.c0, cbl.cout)
                 size[out] = size[out] if out in size else size[x]
                 x = out
-            where[graph.block_output(block)] = where[x]
-            size[graph.block_output(block)] = size[x]
+            where[block.output] = where[x]
+            size[block.output] = size[x]
 
-    def _dst(self, name, ending_blocks, cout, where, size, concat_of, src_name, pool, outputs, c_total):
+    def _dst(self, name, ending_blocks, cout, where, size, concat_of, src_name, pool, c_total):
         """Where a stage writes: a slice of a concat buffer if its block output feeds a concat, else a new buffer."""
         h, w = size[src_name]
         oh, ow = (h // 2, w // 2) if pool else (h, w)
@@ -254,7 +269,7 @@ class Plan:
         self.buffers[name] = Buffer(name, oh, ow, round_up(c_total, LANES))
         return Slice(name, 0, c_total)
 
-    def _add_stage(self, name, src, dst, w, b, pad, dil, pool, alpha, outputs, src_size, size):
+    def _add_stage(self, name, src, dst, w, b, pad, dil, pool, alpha, outputs):
         buf = self.buffers[src.buffer]
         buf.pad = max(buf.pad, pad)
         self.stages.append(Stage(name, src, dst, w, b, w.shape[2], dil, pad, pool, alpha, outputs))
@@ -266,10 +281,10 @@ class Plan:
             buf.offset = offset
             offset += round_up(buf.size, 16)
         self.workspace_size = offset + 2 * LANES    # slack: Winograd reads whole vectors past a channel slice
-        w_parts, b_parts, rows, w_off, b_off = [], [], [], 0, 0
+        w_parts, b_parts, w_off, b_off = [], [], 0, 0
         self.scratch_size = 0
-        self.algos = []
-        for st in self.stages:
+        self.stages_table = np.zeros(len(self.stages), STAGE)
+        for st, row in zip(self.stages, self.stages_table):
             src, dst = self.buffers[st.src.buffer], self.buffers[st.dst.buffer]
             oh = src.h + 2 * st.pad - st.dilation * (st.k - 1)
             ow = src.w + 2 * st.pad - st.dilation * (st.k - 1)
@@ -277,32 +292,28 @@ class Plan:
                 else DIRECT
             packed, bias = (winograd_weights if algo == WINOGRAD else pack_weights)(st.w, st.b)
             cbuf = packed.shape[-1]
-            self.algos.append(algo)
-            row = [0] * N_FIELDS
-            row[SRC_OFF], row[SRC_WP], row[SRC_C], row[SRC_P] = src.offset, src.w + 2 * src.pad, src.channels, src.pad
-            row[CI0], row[CIN] = st.src.c0, st.src.c
-            row[DST_OFF], row[DST_WP], row[DST_C], row[DST_P] = dst.offset, dst.w + 2 * dst.pad, dst.channels, dst.pad
-            row[CO0], row[CBUF] = st.dst.c0, cbuf
-            row[K], row[DIL], row[PAD], row[POOL], row[OH], row[OW] = st.k, st.dilation, st.pad, int(st.pool), oh, ow
-            row[W_OFF], row[B_OFF], row[ALGO] = w_off, b_off, algo
             assert st.dst.c0 + cbuf <= dst.channels, st.name
-            rows.append(row)
+            fill(row, src_off=src.offset, src_wp=src.w + 2 * src.pad, src_c=src.channels, src_p=src.pad,
+                 ci0=st.src.c0, cin=st.src.c, dst_off=dst.offset, dst_wp=dst.w + 2 * dst.pad, dst_c=dst.channels,
+                 dst_p=dst.pad, co0=st.dst.c0, cbuf=cbuf, k=st.k, dil=st.dilation, pad=st.pad, pool=int(st.pool),
+                 oh=oh, ow=ow, w_off=w_off, b_off=b_off, algo=algo, alpha=st.alpha)
             w_parts.append(np.pad(packed.ravel(), (0, round_up(packed.size, 16) - packed.size)))
             b_parts.append(bias)
             w_off += round_up(packed.size, 16)
             b_off += bias.size
-            if algo == WINOGRAD:
-                self.scratch_size = max(self.scratch_size,
-                                        16 * (WINO_ROWS * (ow // 2) * (round_up(st.src.c, LANES) + cbuf) + 32))
-            elif st.pool:
-                self.scratch_size = max(self.scratch_size, 2 * ow * cbuf)
-        self.layers = np.array(rows, np.int64)
-        self.alphas = np.array([st.alpha for st in self.stages], np.float32)
+            self.scratch_size = max(self.scratch_size, stage_scratch(algo, st.pool, ow, st.src.c, cbuf))
+        self.algos = [int(a) for a in self.stages_table["algo"]]
         self.weights = np.concatenate(w_parts).astype(np.float32)
         self.biases = np.concatenate(b_parts).astype(np.float32)
-        self.scratch_size = max(self.scratch_size, LANES)
-        image = self.buffers["image"]
-        self.image = np.array([image.offset, image.w + 2 * image.pad, image.channels, image.pad], np.int64)
+        self.image = self.view("image", 0, spec.INPUT_SHAPE[0])
+
+    def view(self, buffer, c0, c, dst=0):
+        """A VIEW record (array of one) of channels [c0, c0 + c) of a buffer's interior."""
+        buf = self.buffers[buffer]
+        v = np.zeros(1, VIEW)
+        fill(v[0], off=buf.offset, wp=buf.w + 2 * buf.pad, channels=buf.channels, pad=buf.pad, c0=c0, c=c, h=buf.h,
+             w=buf.w, dst=dst)
+        return v
 
     # -- heads ------------------------------------------------------------------------------------------
     def slice_of(self, tensor):
@@ -314,32 +325,66 @@ class Plan:
         raise KeyError(tensor)
 
     def _heads(self, weights, attrs):
-        """GAP sources [4, 6] (offset, Wp, C, pad, c0, c for h*w pixels) and the FC parameters, flat."""
-        sources = []
-        for block in ("gender_branch", "age_branch", "top", "low_branch"):
-            buf, c0, c = self.slice_of(graph.block_output(spec.BLOCK_BY_NAME[block]))
-            sources.append([buf.offset, buf.w + 2 * buf.pad, buf.channels, buf.pad, c0, c, buf.h, buf.w])
-        self.gap = np.array(sources, np.int64)
-        parts = []
-        for name in HEAD_NAMES:
-            fc = spec.FC_BY_NAME[name]
-            parts += [weights[name + ".weight"].reshape(fc.nout * fc.nin), weights[name + ".bias"]]
-        self.head_params = np.concatenate(parts).astype(np.float32)
-        self.head_alpha = np.float32(attrs["top_head.act1"]["alpha"])
+        """The heads of refimpl/graph.py (every node from the first GlobalAveragePool on) as `pools` (VIEW: each
+        global average pool's source and its place in the head vector) and `head_steps` (HEAD_STEP) over one
+        image's head vector of `head_size` floats; `head_params` holds the FC weights and biases, `head_slots`
+        {tensor name: (offset, width)} where each named head tensor lives in the vector."""
+        nodes = graph.nodes()
+        nodes = nodes[next(i for i, n in enumerate(nodes) if n.op == "GlobalAveragePool"):]
+        slots, pools, steps, params = {}, [], [], []
+        size = params_size = 0
+
+        def new(name, width):
+            nonlocal size
+            slots[name] = (size, width)
+            size += width
+            return slots[name][0]
+
+        for node in nodes:
+            x = slots.get(node.inputs[0])
+            if node.op == "GlobalAveragePool":
+                buf, c0, c = self.slice_of(node.inputs[0])
+                pools.append(self.view(buf.name, c0, c, dst=new(node.outputs[0], c))[0])
+            elif node.op == "Flatten":            # [N, C, 1, 1] -> [N, C]: the same floats, under refimpl's name
+                slots[node.outputs[0]] = slots.pop(node.inputs[0])
+            elif node.op == "Split":
+                part = x[1] // len(node.outputs)
+                for i, name in enumerate(node.outputs):
+                    slots[name] = (x[0] + i * part, part)
+            elif node.op == "Gemm":
+                w, b = weights[node.inputs[1]], weights[node.inputs[2]]
+                if node.attrs.get("transB") != 1 or w.shape[1] != x[1]:
+                    raise NotImplementedError(f"kernels: {node.name}: a Gemm that is not x @ W.T + b")
+                steps.append(step(FC, new(node.outputs[0], w.shape[0]), x[0], n=w.shape[0], nin=w.shape[1],
+                                  w_off=params_size, b_off=params_size + w.size))
+                params += [w.ravel(), b]
+                params_size += w.size + b.size
+            elif node.op in ("LeakyRelu", "Sigmoid"):
+                op, alpha = (LEAKY, attrs[node.name]["alpha"]) if node.op == "LeakyRelu" else (SIGMOID, 0)
+                steps.append(step(op, new(node.outputs[0], x[1]), x[0], n=x[1], alpha=alpha))
+            elif node.op == "Mean" and len(node.inputs) == 3:
+                a, b, c = (slots[name] for name in node.inputs)
+                steps.append(step(MEAN3, new(node.outputs[0], x[1]), a[0], src2=b[0], src3=c[0], n=x[1]))
+            else:
+                raise NotImplementedError(f"kernels: the compiled heads have no {node.op} ({node.name})")
+        self.pools = np.array(pools, VIEW)
+        self.head_steps = np.array(steps, HEAD_STEP)
+        self.head_params = np.concatenate(params).astype(np.float32)
+        self.head_slots, self.head_size = slots, size
 
     # -- for tests, run_stages and the benchmark ------------------------------------------------------------
     def stage_flops(self, stage_index):
         """Multiply-adds x 2 of one stage per image (padded output channels not counted)."""
-        st, row = self.stages[stage_index], self.layers[stage_index]
-        return 2 * int(row[OH]) * int(row[OW]) * st.src.c * st.dst.c * st.k * st.k
+        st, row = self.stages[stage_index], self.stages_table[stage_index]
+        return 2 * int(row["oh"]) * int(row["ow"]) * st.src.c * st.dst.c * st.k * st.k
 
     def executed_flops(self, stage_index):
         """Multiply-adds x 2 the kernel actually runs for one image: Winograd stages 16 products per 2x2 output tile
         instead of 36 (transforms, additions only, not counted); padded output channels not counted."""
         if self.algos[stage_index] != WINOGRAD:
             return self.stage_flops(stage_index)
-        st, row = self.stages[stage_index], self.layers[stage_index]
-        return 2 * 16 * (int(row[OH]) // 2) * (int(row[OW]) // 2) * st.src.c * st.dst.c
+        st, row = self.stages[stage_index], self.stages_table[stage_index]
+        return 2 * 16 * (int(row["oh"]) // 2) * (int(row["ow"]) // 2) * st.src.c * st.dst.c
 
     def read_slice(self, workspace, buffer, c0, c):
         """[C, H, W] copy of channels [c0, c0 + c) of a buffer's interior in one thread's workspace."""

@@ -4,10 +4,17 @@
     out = model.forward(refimpl.preprocess(face_chip_uint8)[None])
     out["age"], out["gender"]          # float32 [N, 1]: years, probability of male
 
-Needs numpy and onnx only.
+    python -m refimpl trace chip.png --png layers.png     # every layer's statistics, and a picture of them
+
+docs/trace-layers.png is that picture for a drawn face (tests/test_refimpl_picture.py's synthetic_face, no
+data set image): the input, each block's output channels and the three heads' answers. refimpl/model.py is
+the network in the order of that figure, one call per block.
+
+Needs numpy and onnx only (matplotlib for --png).
 """
 from .errors import InputError, ModelFileError
-from .model import Model, check_input
+from .checks import check_input
+from .model import Model
 from .preprocess import preprocess
 
 __all__ = ["load", "preprocess", "Model", "check_input", "InputError", "ModelFileError", "DEFAULT_WEIGHTS"]

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import DEFAULT_WEIGHTS, InputError, ModelFileError, load, preprocess
 from .golden import DEFAULT_GOLDEN, check_outputs, file_sha256, load_golden
+from .picture import MissingMatplotlib, draw_layers, pyplot
 
 
 # An aligned face chip is square (UTKFace's and `agegender predict --save-chips`' are 200 x 200); a photo is
@@ -53,19 +54,24 @@ def chip_warning(path, image):
 
 
 def trace(args):
+    if args.png:
+        pyplot()                         # without matplotlib: one line before any work
     model = load(args.model)
     image = read_image(args.image)
     warning = chip_warning(args.image, image)
     if warning:
         print(warning, file=sys.stderr)
     x = preprocess(image)[None]
+    record = model.trace(x)
     print(f"{'layer':<28}{'shape':>14}{'min':>10}{'max':>10}{'mean':>10}{'std':>10}{'<0':>7}")
-    for name, value in model.trace(x).items():
+    for name, value in record.items():
         shape = "x".join(map(str, value.shape[1:]))
         print(f"{name:<28}{shape:>14}{value.min():>10.4g}{value.max():>10.4g}{value.mean():>10.4g}"
               f"{value.std():>10.4g}{(value < 0).mean():>7.1%}")
-    out = model.forward(x)
-    print(f"\nage {out['age'][0, 0]:.1f} years, P(male) {out['gender'][0, 0]:.3f}")
+    print(f"\nage {record['age'][0, 0]:.1f} years, P(male) {record['gender'][0, 0]:.3f}")
+    if args.png:
+        draw_layers(x[0].transpose(1, 2, 0), record, args.png, title=f"python -m refimpl trace {args.image}")
+        print(f"wrote {args.png}")
 
 
 def verify(args):
@@ -91,13 +97,15 @@ def main(argv=None):
     t = sub.add_parser("trace", help="per-layer activation statistics for one face chip")
     t.add_argument("image", help="an image file (needs pillow) or a uint8 .npy array")
     t.add_argument("--model", default=DEFAULT_WEIGHTS)
+    t.add_argument("--png", metavar="FILE.png", help="also draw the chip, each block's feature maps and the heads' "
+                                                     "answers into FILE.png (needs matplotlib: the [plot] extra)")
     v = sub.add_parser("verify", help="check refimpl against the golden vectors (ONNX Runtime's outputs)")
     v.add_argument("model", nargs="?", default=DEFAULT_WEIGHTS)
     v.add_argument("--golden", default=DEFAULT_GOLDEN)
     args = parser.parse_args(argv)
     try:
         return {"summary": summary, "trace": trace, "verify": verify}[args.command](args) or 0
-    except (InputError, ModelFileError, OSError) as exc:
+    except (InputError, ModelFileError, OSError, MissingMatplotlib) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,24 +22,10 @@ class Node:
             self.outputs = [self.name]
 
 
-def block_output(block):
-    """Name of the tensor a block ends with (its last layer's output)."""
-    last = block.layers[-1]
-    name = last.name if isinstance(last, spec.Pool) else last.names[2]
-    return f"{block.name}.{name}"
-
-
-def block_input(block):
-    """Name of the tensor a block reads: the image, the stem concat, or a concat of its sources."""
-    if block.sources in (("image",), ("stem",)):
-        return block.sources[0]
-    return f"{block.name}.concat"
-
-
 def _block_nodes(block, epsilon, alpha):
-    nodes, x = [], block_input(block)
+    nodes, x = [], block.input
     if len(block.sources) > 1:
-        nodes.append(Node("Concat", x, [block_output(spec.BLOCK_BY_NAME[s]) for s in block.sources], attrs={"axis": 1}))
+        nodes.append(Node("Concat", x, [spec.BLOCK_BY_NAME[s].output for s in block.sources], attrs={"axis": 1}))
     for layer in block.layers:
         prefix = f"{block.name}."
         if isinstance(layer, spec.Pool):
@@ -73,10 +59,10 @@ def nodes(epsilon=spec.BN_EPSILON, alpha=spec.LEAKY_ALPHA):
     out = []
     for block in spec.BLOCKS:
         if block.sources == ("stem",) and not any(n.name == "stem" for n in out):
-            out.append(Node("Concat", "stem", [block_output(spec.BLOCK_BY_NAME[b]) for b in spec.STEM_BLOCKS],
+            out.append(Node("Concat", "stem", [spec.BLOCK_BY_NAME[b].output for b in spec.STEM_BLOCKS],
                             attrs={"axis": 1}))
         out += _block_nodes(block, epsilon, alpha)
-    src = {b.name: block_output(b) for b in spec.BLOCKS}
+    src = {b.name: b.output for b in spec.BLOCKS}
     out += _gap("gender_virtual", src["gender_branch"])
     out += [_fc("gender_virtual.fc", "gender_virtual.gap"),
             Node("Sigmoid", "gender_virtual", ["gender_virtual.fc"])]

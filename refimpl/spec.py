@@ -59,6 +59,17 @@ class Block:
     sources: tuple
     layers: tuple
 
+    @property
+    def input(self):
+        """The tensor the block reads: "image", "stem", or "<block>.concat" of its sources."""
+        return self.sources[0] if len(self.sources) == 1 else f"{self.name}.concat"
+
+    @property
+    def output(self):
+        """The tensor the block ends with: its last layer's output, e.g. "top.act2"."""
+        last = self.layers[-1]
+        return f"{self.name}.{last.name if isinstance(last, Pool) else last.names[2]}"
+
 
 @dataclass(frozen=True)
 class FC:
@@ -69,30 +80,16 @@ class FC:
     nout: int
 
 
-def _chain(*items):
-    """('c', cin, cout, k[, d]) and ('p',) items -> numbered CBL and Pool layers."""
-    layers, n_conv, n_pool = [], 0, 0
-    for item in items:
-        if item[0] == "p":
-            n_pool += 1
-            layers.append(Pool(n_pool))
-        else:
-            n_conv += 1
-            layers.append(CBL(n_conv, *item[1:]))
-    return tuple(layers)
-
-
-P = ("p",)
 BLOCKS = (
-    Block("stem_fine", ("image",), _chain(("c", 3, 16, 3), P, ("c", 16, 16, 3))),
-    Block("stem_wide", ("image",), _chain(("c", 3, 16, 5), P, ("c", 16, 16, 3))),
-    Block("stem_dilated", ("image",), _chain(("c", 3, 16, 3, 2), P, ("c", 16, 16, 3, 2))),
-    Block("gender_branch", ("stem",), _chain(("c", 48, 20, 3), P, ("c", 20, 32, 3), P)),
-    Block("age_branch", ("stem",), _chain(("c", 48, 24, 3), P, ("c", 24, 32, 3),
-                                          ("c", 32, 32, 3), P, ("c", 32, 32, 3))),
-    Block("top", ("gender_branch", "age_branch"), _chain(("c", 64, 32, 1), P, ("c", 32, 44, 3))),
-    Block("low_branch", ("stem",), _chain(("c", 48, 12, 3), P, ("c", 12, 16, 3), ("c", 16, 16, 3), P,
-                                          ("c", 16, 24, 3), ("c", 24, 24, 3), P, ("c", 24, 24, 3))),
+    Block("stem_fine", ("image",), (CBL(1, 3, 16, 3), Pool(1), CBL(2, 16, 16, 3))),
+    Block("stem_wide", ("image",), (CBL(1, 3, 16, 5), Pool(1), CBL(2, 16, 16, 3))),
+    Block("stem_dilated", ("image",), (CBL(1, 3, 16, 3, dilation=2), Pool(1), CBL(2, 16, 16, 3, dilation=2))),
+    Block("gender_branch", ("stem",), (CBL(1, 48, 20, 3), Pool(1), CBL(2, 20, 32, 3), Pool(2))),
+    Block("age_branch", ("stem",), (CBL(1, 48, 24, 3), Pool(1), CBL(2, 24, 32, 3), CBL(3, 32, 32, 3), Pool(2),
+                                    CBL(4, 32, 32, 3))),
+    Block("top", ("gender_branch", "age_branch"), (CBL(1, 64, 32, 1), Pool(1), CBL(2, 32, 44, 3))),
+    Block("low_branch", ("stem",), (CBL(1, 48, 12, 3), Pool(1), CBL(2, 12, 16, 3), CBL(3, 16, 16, 3), Pool(2),
+                                    CBL(4, 16, 24, 3), CBL(5, 24, 24, 3), Pool(3), CBL(6, 24, 24, 3))),
 )
 STEM_BLOCKS = ("stem_fine", "stem_wide", "stem_dilated")   # concatenated into "stem"
 

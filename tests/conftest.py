@@ -142,12 +142,7 @@ def one_kind_batch(rng, n, kind):
     return np.stack([one_image(rng, kind) for _ in range(n)])
 
 
-# Intermediate tensors: activations reach a few tens in size; 20 layers of float32 sums in a
-# different order (ONNX Runtime's MLAS blocks and fuses; the kernels fold BatchNorm and use Winograd)
-# differ by ~1e-6 relative. 1e-4 absolute plus 1e-5 relative of the tensor's largest value leaves a
-# margin of ten.
-def layer_tolerance(tensor):
-    return 1e-4 + 1e-5 * float(np.abs(tensor).max())
+from bench.bounds import layer_tolerance  # noqa: E402,F401  (one definition, shared with bench/)
 
 
 def backend_param(name):

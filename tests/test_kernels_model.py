@@ -3,7 +3,7 @@
 Tolerances: the contract's (refimpl.golden.tolerance: 1e-3 years, 1e-5 probability) for the eight
 outputs; the kernels differ from refimpl only by float32 summation order, FMA contraction and
 BatchNorm folded into the weights (one extra rounding of w * s). Intermediate stages: as
-conftest.layer_tolerance, 1e-4 absolute + 1e-5 of the tensor's largest value.
+bench/bounds.py's layer_tolerance, 1e-4 absolute + 1e-5 of the tensor's largest value.
 """
 import time
 
@@ -82,6 +82,10 @@ def test_every_fused_stage_matches_the_refimpl_composition(models, n, seed):
     produced = [name for stage in fast.stage_names() for name in stage.split("|")]
     assert len(produced) == 20                     # one per CBL of the spec: 18 stages, one of them makes 3
     for name in produced:
+        assert_close(name, trace[name], stages[name], layer_tolerance(trace[name]))
+    heads = [name for name in fast.plan.head_slots if name not in spec.OUTPUT_NAMES]
+    assert {"top_head.gap", "top_head.fc1", "top_head.act1", "low_head.gender_logit"} <= set(heads)
+    for name in heads:                             # the compiled heads, step by step
         assert_close(name, trace[name], stages[name], layer_tolerance(trace[name]))
     for name in spec.OUTPUT_NAMES:
         assert_close(name, trace[name], stages[name], tolerance(name))
