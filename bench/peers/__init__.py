@@ -24,10 +24,9 @@ PEERS = ("openvino-f32-latency", "openvino-f32-throughput", "openvino-default", 
          "litert", "torch-eager", "torch-compile")
 DEFAULT_PEERS = tuple(p for p in PEERS if p != "torch-compile")     # --peers without a value
 FAMILIES = {"openvino": PEERS[0:3], "ncnn": PEERS[3:5], "litert": ("litert",), "torch": PEERS[6:8]}
-LABELS = {"openvino-f32-latency": "openvino f32 latency", "openvino-f32-throughput": "openvino f32 throughput",
-          "openvino-default": "openvino default prec.", "ncnn-fp32": "ncnn fp32",
-          "ncnn-default": "ncnn default (fp16)", "litert": "litert xnnpack", "torch-eager": "torch eager",
-          "torch-compile": "torch.compile"}
+LABELS = {"openvino-f32-latency": "openvino f32 lat", "openvino-f32-throughput": "openvino f32 tput",
+          "openvino-default": "openvino default", "ncnn-fp32": "ncnn fp32", "ncnn-default": "ncnn fp16 default",
+          "litert": "litert xnnpack", "torch-eager": "torch eager", "torch-compile": "torch.compile"}
 # fp32-equivalent unless the peer says otherwise once loaded (openvino-default is f32 on CPUs without bf16)
 FP32 = {name: name not in ("openvino-default", "ncnn-default") for name in PEERS}
 
