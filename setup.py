@@ -48,6 +48,14 @@ def cython_extensions():
         return []
 
 
+# one torch requirement for [train] and [peers]. PyPI's Linux x86-64 torch wheel pulls the CUDA libraries (GBs);
+# install the CPU wheel first (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu) and
+# this requirement is met by it (2.13.0+cpu), so pip adds nothing (README, docs/peers.md)
+TORCH = "torch==2.13.0"
+# the peers of python -m bench --peers (bench/peers, docs/peers.md): floors are the versions tested, older ones
+# may work. LiteRT (ai-edge-litert) is left out: its rows need a .tflite made in a separate environment anyway.
+PEERS = ["openvino>=2026.4.1", "ncnn>=1.0.20261020", "pnnx>=20261020"]
+
 setup(
     name="agegender-kit",
     version="0.1.0",
@@ -69,13 +77,18 @@ setup(
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
                  "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0",
-                 "matplotlib>=3.5"],
+                 "matplotlib>=3.5",
+                 # the ncnn peer's conversion (pnnx traces the PyTorch module of [train]) is the kit's own code:
+                 # tests/test_bench_peers.py runs it (~15 s, ~110 MB installed). openvino (~180 MB) stays out:
+                 # its peer is configuration only, checked by python -m bench --peers where installed
+                 "ncnn>=1.0.20261020", "pnnx>=20261020"],
         # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
         # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
         # the benchmark kit with every CPU backend it can compare: numba and ONNX Runtime beside the reference
         "bench": ["numba>=0.57", "onnxruntime>=1.16", "threadpoolctl>=3", "pytest-benchmark>=4"],
-        "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
+        "train": [TORCH, "pillow>=9", "tqdm>=4"],
+        "peers": PEERS + [TORCH],
         "image": ["pillow>=9"],
         "plot": ["matplotlib>=3.5"],
     },
