@@ -48,14 +48,6 @@ def cython_extensions():
         return []
 
 
-# one torch requirement for [train] and [peers]. PyPI's Linux x86-64 torch wheel pulls the CUDA libraries (GBs);
-# install the CPU wheel first (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu) and
-# this requirement is met by it (2.13.0+cpu), so pip adds nothing (README, docs/peers.md)
-TORCH = "torch==2.13.0"
-# the peers of python -m bench --peers (bench/peers, docs/peers.md): floors are the versions tested, older ones
-# may work. LiteRT (ai-edge-litert) is left out: its rows need a .tflite made in a separate environment anyway.
-PEERS = ["openvino>=2026.4.1", "ncnn>=1.0.20261020", "pnnx>=20261020"]
-
 setup(
     name="agegender-kit",
     version="0.1.0",
@@ -87,8 +79,13 @@ setup(
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
         # the benchmark kit with every CPU backend it can compare: numba and ONNX Runtime beside the reference
         "bench": ["numba>=0.57", "onnxruntime>=1.16", "threadpoolctl>=3", "pytest-benchmark>=4"],
-        "train": [TORCH, "pillow>=9", "tqdm>=4"],
-        "peers": PEERS + [TORCH],
+        "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
+        # the peers of python -m bench --peers (bench/peers, docs/peers.md); floors are the versions tested, older
+        # ones may work; LiteRT is left out (its rows need a .tflite made in a separate environment anyway). torch:
+        # the train extra's pin. PyPI's Linux x86-64 torch wheel pulls the CUDA libraries (GBs): install the CPU
+        # wheel first (pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu); its 2.13.0+cpu
+        # meets ==2.13.0, so pip adds nothing. Literals only: bench/arm64_summary.py reads this with ast.
+        "peers": ["openvino>=2026.4.1", "ncnn>=1.0.20261020", "pnnx>=20261020", "torch==2.13.0"],
         "image": ["pillow>=9"],
         "plot": ["matplotlib>=3.5"],
     },
