@@ -438,6 +438,8 @@ def projection(result, flops, peak_gflops):
     for row in result["results"]:
         if row["device"] != "cpu" or row["threads"] != 1 or "gflops" not in row or row["verified"] == "FAILED":
             continue
+        if not row.get("fp32", True):            # bf16/fp16 peers: their speed here says nothing of the A57's
+            continue
         efficiency, ms1 = nano_projection(row["gflops"], peak_gflops, 1, flops, cores=1)
         _, ms4 = nano_projection(row["gflops"], peak_gflops, 1, flops, cores=NANO["cores"])
         out.append({"backend": row["backend"], "label": row["label"], "batch": row["batch"], "efficiency": efficiency,

@@ -292,3 +292,23 @@ def test_torch_eager_matches_the_golden_outputs_at_one_thread():
         assert torch.get_num_threads() == 1 and runner.fp32
     finally:
         torch.set_num_threads(before)
+
+
+# -- projection and plot with peers ----------------------------------------------------------------------------------
+def test_the_nano_projection_leaves_out_rows_that_are_not_fp32():
+    from bench import run as bench_run
+
+    rows = [dict(_row(name, 1, 1, 1.0, fp32=fp32), device="cpu", gflops=97.0) for name, fp32 in
+            (("cython", True), ("ncnn-fp32", True), ("openvino-default", False))]
+    assert [p["backend"] for p in bench_run.projection({"results": rows}, 97e6, 100.0)] == ["cython", "ncnn-fp32"]
+
+
+def test_plot_draws_the_peers(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [dict(_row(name, threads, batch, ms * batch ** -0.3, fp32=fp32), ms_per_image_p90=ms)
+            for name, fp32, ms in (("cython", True, 1.0), ("ncnn-fp32", True, 1.5), ("ncnn-default", False, 1.2))
+            for threads in (1, 2) for batch in (1, 8)]
+    result = {"results": rows, "machine": {"cpu": "Test CPU"}, "created": "2026-11-29T00:00:00+00:00"}
+    path = tmp_path / "peers.png"
+    report.plot(result, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
