@@ -42,7 +42,8 @@ class TorchRunner(PeerRunner):
             self.module = torch.compile(self.module, dynamic=False)
             self.compile_setup_s = time.perf_counter() - t0
             how = "torch.compile (inductor), compiled per batch size on its first call"
-        self.isa = f"torch {torch.__version__.split('+')[0]} {how}, {torch.backends.cpu.get_cpu_capability()}"
+        capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "")()
+        self.isa = f"torch {torch.__version__.split('+')[0]} {how}" + (f", {capability}" if capability else "")
 
     def run(self, x):
         torch = self.torch
