@@ -83,8 +83,8 @@ def compare_lines(a, b):
             if not f or not f["peer"]:
                 parts.append("-")
                 continue
-            parts.append(f"{f['peer']['label']}: " + (", ".join(f"{k} {v:.2f}x" for k, v in sorted(f["kernels"].items()))
-                                                      or "no kernels"))
+            ratios = ", ".join(f"{k} {v:.2f}x" for k, v in sorted(f["kernels"].items()))
+            parts.append(f"{f['peer']['label']}: {ratios or 'no kernels'}")
         where = "gpu" if key[0] is None else f"{key[0]} thr"
         out.append(f"  batch {key[1]:>2}, {where}: {parts[0]}  ->  {parts[1]}")
     return out
