@@ -16,7 +16,7 @@ Peers (modules imported only when asked for: none of them is needed by the kit):
   litert                                           LiteRT (TensorFlow Lite) + XNNPACK on a converted .tflite
   torch-eager, torch-compile                       PyTorch on training/model.py with the bundled weights
 torch-compile compiles for every batch size on its first call (seconds to a minute): it runs only when
-asked for by name or with `--peers all`.
+asked for: `--peers all`, `--peers torch` (the family) or by name.
 """
 from ..backends import Unavailable
 

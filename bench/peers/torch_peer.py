@@ -3,7 +3,7 @@
 Threads: torch.set_num_threads(threads) before each call where it differs (torch's intra-op pool is one per
 process). torch.compile (inductor, dynamic=False) compiles on the first call of each batch size, seconds to
 a minute on a small CPU: that call is the verification and warm-up, outside the timing, and its time is the
-row's first_call_ms in --json. It runs only when asked for (--peers all, or --peers torch-compile).
+row's first_call_ms in --json. It runs only when asked for (--peers all, --peers torch, or --peers torch-compile).
 """
 import time
 
