@@ -69,7 +69,11 @@ setup(
         "numba": ["numba>=0.57"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6.80", "onnxruntime>=1.16", "scipy>=1.9",
                  "numba>=0.57", "pillow>=9", "threadpoolctl>=3", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0",
-                 "matplotlib>=3.5", "ruff>=0.4", "dask[distributed]>=2024.1", "pyarrow>=14", "pandas>=1.5"],
+                 "matplotlib>=3.5", "ruff>=0.4", "dask[distributed]>=2024.1", "pyarrow>=14", "pandas>=1.5",
+                 # the ncnn peer's conversion (pnnx traces the PyTorch module of [train]) is the kit's own code:
+                 # tests/test_bench_peers.py runs it (~15 s, ~110 MB installed). openvino (~180 MB) stays out:
+                 # its peer is configuration only, checked by python -m bench --peers where installed
+                 "ncnn>=1.0.20261020", "pnnx>=20261020"],
         # face detection for `agegender predict` on photos: dlib's HOG detector (dlib-bin, a prebuilt wheel)
         # and its 5-landmark model (face-recognition-models); both ship their models, nothing is downloaded
         "detect": ["pillow>=9", "dlib-bin>=20.0.1", "face-recognition-models>=0.3.0"],
@@ -78,6 +82,11 @@ setup(
         # any torch from 2.2 on; PyPI's default Linux wheel is a CUDA build of several GB, so for a small install
         # take the CPU-only wheel first (README: pip install torch --index-url https://download.pytorch.org/whl/cpu)
         "train": ["torch>=2.2", "pillow>=9", "tqdm>=4"],
+        # the peers of python -m bench --peers (bench/peers, docs/peers.md); floors are the versions tested, older
+        # ones may work; LiteRT is left out (its rows need a .tflite made in a separate environment anyway). torch:
+        # the train extra's range; install the CPU wheel first (see train) so that pip adds no CUDA libraries.
+        # Literals only: bench/arm64_summary.py reads this with ast.
+        "peers": ["openvino>=2026.4.1", "ncnn>=1.0.20261020", "pnnx>=20261020", "torch>=2.2"],
         "image": ["pillow>=9"],
         # `agegender predict --parquet OUT` (pyarrow) and its --workers / --scheduler runs on Dask; also the
         # distributed folds of `python -m training folds` (docs/scale-out.md)

@@ -4,6 +4,7 @@
     python -m bench --quick              # the same table in under a minute
     python -m bench --json run.json --plot run.png
     python -m bench --compare before.json after.json
+    python -m bench --quick --peers      # + OpenVINO, ncnn, LiteRT, PyTorch (bench/peers, docs/peers.md)
 """
 import argparse
 import sys
@@ -12,6 +13,7 @@ import time
 import refimpl
 
 from . import backends as bk
+from . import peers
 from . import report
 from . import run as runner
 
@@ -66,6 +68,11 @@ def parse_args(argv):
     p.add_argument("--golden", default=runner.Options.golden, help="golden vectors (default: weights/golden.npz)")
     p.add_argument("--backends", default=",".join(bk.ALL_BACKENDS),
                    help=f"comma-separated subset of {','.join(bk.ALL_BACKENDS)}")
+    p.add_argument("--peers", nargs="?", const="default", default=None, metavar="LIST",
+                   help="also the peers: OpenVINO, ncnn, LiteRT, PyTorch eager (default), 'all' (adds "
+                        "torch.compile, slow to compile), or a comma list of " + ",".join(list(peers.FAMILIES) +
+                                                                                       list(peers.PEERS)))
+    p.add_argument("--tflite", metavar="FILE", help="the LiteRT peer's .tflite (default: the cache, docs/peers.md)")
     p.add_argument("--batches", type=_ints, default=None, help="comma-separated batch sizes (default 1,8,64)")
     p.add_argument("--threads", type=_ints, default=None, help="comma-separated thread counts (default 1,all cores)")
     p.add_argument("--budget", type=float, default=None, help="seconds of timing per batch and thread count")
@@ -103,7 +110,13 @@ def _main(argv):
         print(f"error: unknown backend(s) {', '.join(unknown)}; expected some of {', '.join(bk.ALL_BACKENDS)}",
               file=sys.stderr)
         return 2
-    overrides = {"model": args.model, "golden": args.golden, "backends": names,
+    if args.peers is not None:
+        try:
+            names += tuple(n for n in peers.select(args.peers) if n not in names)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    overrides = {"model": args.model, "golden": args.golden, "backends": names, "tflite": args.tflite,
                  "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])}
     for key in ("batches", "threads", "budget", "peak_n", "compile_cost", "under_load"):
         if getattr(args, key) is not None:

@@ -27,6 +27,9 @@
 #   AGEGENDER_ARM64_MIRROR   Debian mirror for debootstrap (default: the first Debian mirror in the host's apt sources)
 #   AGEGENDER_ARM64_PYTEST   pytest arguments instead of "tests" (e.g. "-x tests/test_kernels_ops.py"); the
 #                            summary says when the selection was not the whole suite
+#   AGEGENDER_NCNN_CACHE     where this PC's converted ncnn models are (default ~/.cache/agegender/ncnn of the
+#                            user who ran sudo); with the default benchmark arguments the ncnn peer runs and is
+#                            checked in the root when its wheel installs there and the model was converted here
 #   AGEGENDER_ARM64_BENCH    arguments of the benchmark (default "--quick --peak-size 512": the peak only scales
 #                            the Nano projection, meaningless under emulation, and 2048^3 takes minutes there)
 #   HYPOTHESIS_PROFILE       passed on (default ci: derandomized, 12 examples per property)
@@ -162,6 +165,9 @@ in_root python3 --version
 # stays out: the training tests skip
 REQS=$(python3 "$REPO/bench/arm64_summary.py" --requirements "$REPO/setup.py" 2>/dev/null || true)
 [ -n "$REQS" ] || REQS=$'numpy\nonnx\npytest\nhypothesis\nonnxruntime\nscipy\nnumba\npillow\nthreadpoolctl'
+# the ncnn peer (bench/peers/ncnn_peer.py) installs on its own below, where its wheel does; pnnx stays out: its
+# conversion traces the PyTorch module and the root has no torch (this PC converts, see the ncnn step in 4.)
+REQS=$(printf '%s\n' "$REQS" | grep -v -E '^(ncnn|pnnx)([<>=!~ ;]|$)' || true)
 BUILD_REQS=$'setuptools>=64\nwheel\nCython>=3.0'
 WANT=$(printf '%s\n%s\n' "$REQS" "$BUILD_REQS" | sort -u)
 if [ ! -x "$ROOT$VENV/bin/python" ] || [ "$(cat "$ROOT$VENV/.reqs" 2>/dev/null)" != "$WANT" ]; then
@@ -173,6 +179,10 @@ if [ ! -x "$ROOT$VENV/bin/python" ] || [ "$(cat "$ROOT$VENV/.reqs" 2>/dev/null)"
     printf '%s\n' "$WANT" > "$ROOT$VENV/.reqs"
 else
     say "arm64 venv: reusing $VENV (requirements unchanged)"
+fi
+if ! in_root python -c "import ncnn" 2>/dev/null; then
+    say "arm64 venv: the ncnn peer's wheel (optional: without it the benchmark has no ncnn rows)"
+    in_root pip install -q --only-binary=:all: "ncnn>=1.0.20261020" || echo "no ncnn wheel installs in the root"
 fi
 
 # -- 3. copy the working tree and install it ------------------------------------------------------------
@@ -221,8 +231,25 @@ in_root sh -c "cd $SRC && HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci} python -m
     --junitxml=$OUTDIR/junit.xml ${AGEGENDER_ARM64_PYTEST:-tests}" 2>&1 | tee "$ROOT$OUTDIR/pytest.log"
 TEST_RC=${PIPESTATUS[0]}
 
-say "QEMU_CPU=$CPU: python -m bench ${AGEGENDER_ARM64_BENCH:---quick --peak-size 512}"
-in_root sh -c "cd $SRC && python -m bench ${AGEGENDER_ARM64_BENCH:---quick --peak-size 512} --no-progress --json $OUTDIR/bench.json" \
+# the ncnn peer, checked against the golden outputs like every backend (a wrong answer fails the run): with the
+# default benchmark arguments, where the ncnn wheel imports and this PC has converted the model (python -m
+# bench.peers.ncnn_peer, with torch and pnnx: the root cannot), the converted files are copied into the root
+NCNN_ARGS=""
+if [ -z "${AGEGENDER_ARM64_BENCH:-}" ] && in_root python -c "import ncnn" 2>/dev/null; then
+    SHA=$(sha256sum "$REPO/weights/agegender.onnx" | cut -d' ' -f1)
+    HOST_HOME=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6 || true)
+    HOST_NCNN="${AGEGENDER_NCNN_CACHE:-${HOST_HOME:-$HOME}/.cache/agegender/ncnn}/$SHA"
+    if [ -f "$HOST_NCNN/model.ncnn.param" ] && [ -f "$HOST_NCNN/model.ncnn.bin" ]; then
+        mkdir -p "$ROOT/root/.cache/agegender/ncnn/$SHA"
+        cp "$HOST_NCNN/model.ncnn.bin" "$HOST_NCNN/model.ncnn.param" "$ROOT/root/.cache/agegender/ncnn/$SHA/"
+        NCNN_ARGS="--peers ncnn"
+    else
+        echo "ncnn: no converted model at $HOST_NCNN: no ncnn rows (convert first: python -m bench.peers.ncnn_peer)"
+    fi
+fi
+
+say "QEMU_CPU=$CPU: python -m bench ${AGEGENDER_ARM64_BENCH:---quick --peak-size 512} $NCNN_ARGS"
+in_root sh -c "cd $SRC && python -m bench ${AGEGENDER_ARM64_BENCH:---quick --peak-size 512} $NCNN_ARGS --no-progress --json $OUTDIR/bench.json" \
     2>&1 | tee "$ROOT$OUTDIR/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 set -e

@@ -4,7 +4,11 @@ import json
 import numpy as np
 
 from . import backends as bk
+from . import peers
+from .peers import summary as peer_summary
 from .run import NANO, REALTIME_FPS
+
+ORDER = bk.ALL_BACKENDS + peers.PEERS     # table order: the kit's backends, then the peers (--peers)
 
 OTHERS_BUSY_LIMIT = 0.10          # other processes using more than 10% of all cores disturb a benchmark
 CPU_SHARE_LIMIT = 0.90            # ... unless this process still got 90% of a core while timing
@@ -83,8 +87,8 @@ def header(result):
 def verification_lines(result):
     tol = result["verification"]["tolerances"]
     lines = [f"Verification: each backend, at each batch and thread count, before it is timed; the call doubles as "
-             f"warm-up. Tolerances |d age| <= {tol['age']:g} years, |d gender| <= {tol['gender']:g} (TensorRT FP16: "
-             f"looser, see bench/tensorrt_backend.py)."]
+             f"warm-up. Tolerances |d age| <= {tol['age']:g} years, |d gender| <= {tol['gender']:g} (TensorRT FP16 and "
+             f"peers that are not fp32-equivalent: looser, see bench/tensorrt_backend.py, bench/peers/tolerances.py)."]
     by_backend = {}
     for row in result["results"]:
         by_backend.setdefault(row["backend"], []).append(row)
@@ -120,8 +124,8 @@ def _line(values):
 def table_lines(result):
     lines = [_line([c[0] for c in COLUMNS])]
     rows = sorted(result["results"], key=lambda r: (r["threads"] is None, r["threads"] or 0,
-                                                      bk.ALL_BACKENDS.index(r["backend"])
-                                                      if r["backend"] in bk.ALL_BACKENDS else 99, r["batch"]))
+                                                      ORDER.index(r["backend"]) if r["backend"] in ORDER else 99,
+                                                      r["batch"]))
     last_threads = object()
     for r in rows:
         if r["threads"] != last_threads and len(lines) > 1:
@@ -136,7 +140,7 @@ def table_lines(result):
         ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
         if r["backend"] == bk.BASELINE:
             ratio_text = "1x"
-        mark = "" if r["verified"] == "ok" else " UNVERIFIED"
+        mark = ("" if r["verified"] == "ok" else " UNVERIFIED") + ("" if peers.is_fp32(r) else " NOT fp32")
         lines.append(_line([r["label"], _threads(r), r["batch"], _ms(r.get("ms_per_image_median")),
                             _ms(r.get("ms_per_image_p90")), _f(r.get("images_per_second"), ".0f"),
                             _f(r.get("gflops"), ".1f"),
@@ -164,7 +168,11 @@ def legend_lines(result):
             f"n: timed calls; real time?: batch 1 only, >= {REALTIME_FPS:.0f} images/s: 'real-time' when the p90 "
             f"call meets it too, 'median only' when only the median does.",
             "Threads: kernels by their threads= (one image per thread: batch 1 uses one), ONNX Runtime by "
-            "intra_op_num_threads, the reference by threadpoolctl on numpy's BLAS."]
+            "intra_op_num_threads, the reference by threadpoolctl on numpy's BLAS."] + (
+        ["Peers (--peers, docs/peers.md): OpenVINO by INFERENCE_NUM_THREADS, ncnn by num_threads (one extractor per "
+         "image: it has no batch axis), LiteRT by num_threads, torch by set_num_threads; NOT fp32: fp16 storage or "
+         "bf16, checked with looser bounds and kept out of the fp32 comparison."]
+        if any(e.get("peer") for e in result["backends"].values()) else [])
 
 
 def peak_warning(result):
@@ -278,10 +286,12 @@ def under_load_lines(result):
 
 
 def format_report(result):
+    fastest = peer_summary.lines(result)
     parts = [header(result), [""], verification_lines(result), [""],
              ["Whole network, per backend, batch and threads:"], table_lines(result), legend_lines(result),
              peak_warning(result), [""], under_load_lines(result), [""] if result.get("under_load") else [],
-             summary_lines(result), [""], compile_lines(result), projection_lines(result)]
+             summary_lines(result), [""], fastest, [""] if fastest else [],
+             compile_lines(result), projection_lines(result)]
     if result.get("notes"):
         parts += [[""], ["Notes:"] + [f"  {n}" for n in result["notes"]]]
     parts += [[""], [f"Finished in {result['elapsed_s']:.0f} s."]]
@@ -359,7 +369,8 @@ def format_compare(a, b, name_a="A", name_b="B"):
                      f"{ratios[0]:>10}{ratios[1]:>10}")
     lines.append("change: B's median time per image / A's - 1 (negative: B is faster); vs ORT: time / ONNX Runtime's "
                  "in the same run and conditions")
-    return "\n".join(lines)
+    peer_lines = peer_summary.compare_lines(a, b)
+    return "\n".join(lines + ([""] + peer_lines if peer_lines else []))
 
 
 # -- plot ----------------------------------------------------------------------------------------------------
@@ -384,9 +395,12 @@ def plot(result, path):
             batches = [r["batch"] for r in mine]
             median = np.array([r["ms_per_image_median"] for r in mine])
             p90 = np.array([r.get("ms_per_image_p90") or r["ms_per_image_median"] for r in mine])
-            color = f"C{bk.ALL_BACKENDS.index(name) % 10}" if name in bk.ALL_BACKENDS else None
-            ax.errorbar(batches, median, yerr=[np.zeros_like(median), p90 - median], marker="o", capsize=3,
-                        label=mine[0]["label"], color=color)
+            color = f"C{bk.ALL_BACKENDS.index(name) % 10}" if name in bk.ALL_BACKENDS else \
+                plt.cm.tab20b(peers.PEERS.index(name) % 20) if name in peers.PEERS else None
+            fp32 = peers.is_fp32(mine[0])
+            ax.errorbar(batches, median, yerr=[np.zeros_like(median), p90 - median], marker="o" if fp32 else "x",
+                        capsize=3, label=mine[0]["label"] + ("" if fp32 else " (not fp32)"), color=color,
+                        linestyle="--" if name in peers.PEERS else "-")
         ax.axhline(1e3 / REALTIME_FPS, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log", base=2)
         ticks = sorted({r["batch"] for r in rows if r["threads"] == threads})

@@ -19,6 +19,7 @@ from refimpl import golden, spec
 
 from . import backends as bk
 from . import machine
+from . import peers
 
 SCHEMA = "agegender-bench/1"
 REALTIME_FPS = 30.0                      # the paper's claim: real time = at least 30 faces per second, batch 1
@@ -42,6 +43,7 @@ class Options:
     under_load: bool = True              # batch 1 of the kernels at 1 and N threads with every core kept busy
     quick: bool = False
     command: str = "python -m bench"
+    tflite: str = None                   # the LiteRT peer's .tflite (bench/peers/litert_peer.py)
 
 
 def quick_options(**overrides):
@@ -95,6 +97,17 @@ def nano_projection(gflops, peak_gflops_per_core, threads, flops_per_image, core
     efficiency = gflops / (peak_gflops_per_core * threads)
     nano_gflops = NANO["flop_per_cycle"] * NANO["ghz"] * cores * min(efficiency, 1.0)
     return efficiency, flops_per_image / (nano_gflops * 1e9) * 1e3
+
+
+def make_runner(name, model_path, threads, opts=None):
+    """A backend's runner, or a peer's (bench/peers: --peers); raises bk.Unavailable(why)."""
+    if name in peers.PEERS:
+        return peers.make_runner(name, model_path, threads, {"tflite": getattr(opts, "tflite", None)})
+    return bk.make_runner(name, model_path, threads)
+
+
+def label(name):
+    return bk.LABELS.get(name) or peers.LABELS.get(name, name)
 
 
 def max_errors(outputs, expected):
@@ -209,21 +222,21 @@ def run(opts=None, progress=None):
         for name in opts.backends:
             if name in bk.GPU_BACKENDS and gpu_done:
                 continue
-            entry = result["backends"].setdefault(name, {"label": bk.LABELS.get(name, name)})
+            entry = result["backends"].setdefault(name, {"label": label(name), "peer": name in peers.PEERS})
             if entry.get("available") is False:
                 continue
             hint = " (Numba compiles on its first use after an install: a minute or more, cached after)" \
                 if name == "numba" else ""
             progress(f"loading {name} ({threads} thread{'s' if threads > 1 else ''}){hint}")
             try:
-                runner = bk.make_runner(name, opts.model, threads)
+                runner = make_runner(name, opts.model, threads, opts)
             except bk.Unavailable as exc:
                 entry.update(available=False, why=str(exc))
                 continue
             except Exception as exc:                       # a backend that breaks must not take the report down
                 entry.update(available=False, why=f"failed to load: {type(exc).__name__}: {exc}")
                 continue
-            entry.update(available=True, isa=runner.isa, device=runner.device)
+            entry.update(available=True, isa=runner.isa, device=runner.device, fp32=peers.is_fp32(runner))
             if runner.compile_seconds is not None:
                 entry.setdefault("compile_seconds", {})[str(threads)] = runner.compile_seconds
             for note in runner.notes:
@@ -239,8 +252,9 @@ def run(opts=None, progress=None):
                 if (r.name, batch) in opts.skip:
                     continue
                 progress(f"[{step}/{steps}] batch {batch}, {threads} thread(s): checking {r.name}")
-                row = {"backend": r.name, "label": bk.LABELS.get(r.name, r.name), "batch": batch,
-                       "threads": r.threads, "device": r.device, "cpu": cpu if r.device == "cpu" else None}
+                row = {"backend": r.name, "label": label(r.name), "batch": batch, "threads": r.threads,
+                       "device": r.device, "cpu": cpu if r.device == "cpu" else None, "fp32": peers.is_fp32(r),
+                       "peer": r.name in peers.PEERS}
                 try:
                     status, first, errors, reports = _verify(r, x, expected)
                 except Exception as exc:
@@ -444,6 +458,8 @@ def projection(result, flops, peak_gflops):
     out = []
     for row in result["results"]:
         if row["device"] != "cpu" or row["threads"] != 1 or "gflops" not in row or row["verified"] == "FAILED":
+            continue
+        if not row.get("fp32", True):            # bf16/fp16 peers: their speed here says nothing of the A57's
             continue
         efficiency, ms1 = nano_projection(row["gflops"], peak_gflops, 1, flops, cores=1)
         _, ms4 = nano_projection(row["gflops"], peak_gflops, 1, flops, cores=NANO["cores"])
