@@ -69,8 +69,8 @@ def tile_source(rx, nv):
 def row_source():
     """Python source of conv_row: one output row of ow pixels, channels [co, co + 8 nv) (nv = 1 or 2), in tiles of
     6 pixels, then 4, 2, 1 (conv_kernel.h's agk_conv_row)."""
-    lines = [f"def conv_row(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, ow, dst, di, dst_pix, bias, bi, "
-             f"has_bias, alpha, nv):", "    ox = 0"]
+    lines = ["def conv_row(src, si, row_stride, pix_stride, cin, k, dil, w, wi, cbuf, ow, dst, di, dst_pix, bias, bi, "
+             "has_bias, alpha, nv):", "    ox = 0"]
     for nv in (2, 1):
         lines.append(f"    if nv == {nv}:")
         for rx in (6, 4, 2, 1):

@@ -1,6 +1,5 @@
 """python -m refimpl {summary, trace, verify}: the reference as a teaching and checking tool."""
 import argparse
-import os
 import sys
 
 import numpy as np

@@ -4,7 +4,6 @@ They let a board without onnxruntime (a Jetson often lacks it) check refimpl and
 the kernels against the golden model. `bench.golden` (which needs onnxruntime)
 writes them; this module only reads and compares, with numpy.
 """
-import os
 
 import numpy as np
 
