@@ -74,6 +74,9 @@ setup(
         "train": ["torch==2.13.0", "pillow>=9", "tqdm>=4"],
         "image": ["pillow>=9"],
         "plot": ["matplotlib>=3.5"],
+        # mutation testing (tools/mutation.py drives mutmut's internals, hence the narrow pin; docs/testing.md):
+        # a developer tool, never installed by CI
+        "mutation": ["mutmut>=3.8,<3.9"],
     },
     setup_requires=[],
     ext_modules=cython_extensions(),
