@@ -57,7 +57,10 @@ GROUPS = {
 # again), which the Cython backend's copy of the same tests replaces for kernels.plan.
 EXCLUDE = ["[numba", "-numba", "numba]"]
 
-TIMEOUT_MULTIPLIER = 3.0
+# mutmut's limit is 2 x TIMEOUT_MULTIPLIER x (tests' clean duration + TIMEOUT_CONSTANT) CPU seconds; the clean
+# duration is wall time measured while the machine may be busy, never less than the CPU time, so 1.0 keeps
+# at least a factor 2 over what the tests need.
+TIMEOUT_MULTIPLIER = 1.0
 TIMEOUT_CONSTANT = 5.0
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 
@@ -116,8 +119,22 @@ def import_mutmut(settings):
     return mm
 
 
-def install_hooks(mm, resume):
-    """Narrow mutmut's test selection per group (see the module docstring); with RESUME skip finished mutants."""
+def in_sample(mutants, every):
+    """Every EVERY-th mutant of each group, in a fixed order (file, function, number): a uniform sample."""
+    if every <= 1:
+        return mutants
+    kept, seen = [], {}
+    for m in sorted(mutants, key=lambda m: _natural(m[1])):
+        group = group_of(m[1])
+        index = seen[group] = seen.get(group, -1) + 1
+        if index % every == 0:
+            kept.append(m)
+    return kept
+
+
+def install_hooks(mm, resume, every=1):
+    """Narrow mutmut's test selection per group (see the module docstring); with RESUME skip finished mutants;
+    run only every EVERY-th mutant of each group (in_sample)."""
     from mutmut.state import state
 
     original_stats = mm.collect_or_load_stats
@@ -135,6 +152,7 @@ def install_hooks(mm, resume):
 
     def collect_unfinished(*, mutant_names):
         mutants, by_path = original_collect(mutant_names=mutant_names)
+        mutants = in_sample(mutants, every)
         if resume:
             mutants = [m for m in mutants if m[2] is None]
         if not mutants:
@@ -178,16 +196,14 @@ def cmd_run(args):
         raise SystemExit("mutation: no mutant to run")
     # the test selection is always the union of all groups, so that switching groups keeps mutmut's stats
     mm = import_mutmut(settings)
-    install_hooks(mm, resume)
+    install_hooks(mm, resume, args.sample)
     print(f"mutation: groups {groups}, {len(names)} name patterns, max children {args.max_children}", flush=True)
     mm._run(names, max_children=args.max_children)
 
 
 def first_changed_line(path, mutant, diff):
     """Line number in PATH of the first line the mutant changes (found within the mutated function)."""
-    function = mutant.rpartition(".")[2].partition("__mutmut_")[0]
-    cls, _, func = function.rpartition("ǁ")   # mutmut mangles Class.method as xǁClassǁmethod
-    func = func if cls else function[2:] if function.startswith("x_") else function
+    func = function_of(mutant).rpartition(".")[2]
     source = Path(path).read_text()
     lines = source.splitlines()
     span = (1, len(lines))
@@ -208,23 +224,39 @@ def first_changed_line(path, mutant, diff):
 def collect_results():
     os.chdir(ROOT)
     mm = import_mutmut(mutmut_settings(list(GROUPS)))
+    import libcst as cst
     from mutmut.mutation.data import SourceFileMutationData
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
 
     rows = []
     for path in mm.walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
+        module = None
         for mutant, code in sorted(data.exit_code_by_key.items(), key=lambda kv: _natural(kv[0])):
-            try:
-                diff = get_diff_for_mutant(mutant, path=path)
-            except Exception as exc:  # a mutant whose source is gone (file edited since)
-                diff = f"(no diff: {exc})"
-            rows.append({"group": group_of(mutant), "module": str(path), "mutant": mutant,
-                         "status": status_by_exit_code[code], "exit_code": code,
-                         "line": first_changed_line(path, mutant, diff), "diff": diff})
+            row = {"group": group_of(mutant), "module": str(path), "mutant": mutant,
+                   "status": status_by_exit_code[code], "exit_code": code, "line": None, "diff": None}
+            if code is not None:            # diffs of the mutants that ran only: one costs a parse of the file
+                module = module or cst.parse_module((Path("mutants") / path).read_text())
+                try:
+                    row["diff"] = mutant_diff(module, mutant, path)
+                except Exception as exc:  # a mutant whose source is gone (file edited since)
+                    row["diff"] = f"(no diff: {exc})"
+                row["line"] = first_changed_line(path, mutant, row["diff"])
+            rows.append(row)
     return rows
+
+
+def mutant_diff(module, mutant, path):
+    """The unified diff of MUTANT's function against the original, as `mutmut show` prints it."""
+    from difflib import unified_diff
+
+    import libcst as cst
+    from mutmut.mutation.diff_apply import read_mutant_function, read_original_function
+
+    old, new = (cst.Module([f]).code.strip().split("\n")
+                for f in (read_original_function(module, mutant), read_mutant_function(module, mutant)))
+    return "\n".join(unified_diff(old, new, fromfile=str(path), tofile=str(path), lineterm=""))
 
 
 def _natural(name):
@@ -241,12 +273,18 @@ def mutation_text(diff):
     return f"`{old}` -> `{new}`".replace("|", "\\|")
 
 
-def markdown(rows):
-    out = ["| group | module | killed | survived | no tests | other | not run | kill rate (killed / run) |",
-           "|---|---|---|---|---|---|---|---|"]
+def markdown(rows, every=1):
+    """The per-module counts (over the EVERY-th-mutant sample when EVERY > 1) and every survivor that ran."""
+    sampled = {m[1] for m in in_sample([(None, r["mutant"], None) for r in rows], every)} if every > 1 else None
+    scope = "mutants in the 1-in-%d sample" % every if sampled else "all mutants"
+    out = [f"Counts over {scope}; kill rate = killed / (killed + survived + no tests + other).", "",
+           "| group | module | mutants | killed | survived | no tests | other | not run | kill rate |",
+           "|---|---|---|---|---|---|---|---|---|"]
     by_module = {}
     for r in rows:
-        by_module.setdefault((r["group"], r["module"]), []).append(r["status"])
+        if sampled is None or r["mutant"] in sampled:
+            by_module.setdefault((r["group"], r["module"]), []).append(r["status"])
+    totals = {}
     for (group, module), statuses in sorted(by_module.items()):
         killed = sum(s in KILLED for s in statuses)
         survived = statuses.count("survived")
@@ -255,21 +293,86 @@ def markdown(rows):
         other = len(statuses) - killed - survived - no_tests - not_run
         run = len(statuses) - not_run
         rate = f"{100 * killed / run:.0f}%" if run else "-"
-        out.append(f"| {group} | {module} | {killed} | {survived} | {no_tests} | {other} | {not_run} | {rate} |")
-    out += ["", "| module | line | mutant | status | mutation | killed by / why equivalent |", "|---|---|---|---|---|---|"]
+        out.append(f"| {group} | {module} | {len(statuses)} | {killed} | {survived} | {no_tests} | {other} | {not_run}"
+                   f" | {rate} |")
+        total = totals.setdefault(group, [0] * 6)
+        for i, n in enumerate((len(statuses), killed, survived, no_tests, other, not_run)):
+            total[i] += n
+    for group, (n, killed, survived, no_tests, other, not_run) in totals.items():
+        run = n - not_run
+        rate = f"{100 * killed / run:.0f}%" if run else "-"
+        out.append(f"| **{group}** | all | {n} | {killed} | {survived} | {no_tests} | {other} | {not_run} | **{rate}** |")
+    out += ["", "Survivors (every one that ran; `mutant` is the name `run --mutants` takes after the module's dotted path):",
+            "", "| module | line | mutant | status | mutation | killed by / why equivalent |", "|---|---|---|---|---|---|"]
+    untested = {}
     for r in rows:
-        if r["status"] in KILLED or r["status"] == "not checked":
-            continue
-        short = r["mutant"].rpartition(".")[2]
-        out.append(f"| {r['module']} | {r['line']} | {short} | {r['status']} | {mutation_text(r['diff'])} | |")
+        if r["status"] == "no tests":
+            untested.setdefault((r["module"], function_of(r["mutant"])), []).append(r)
+        elif r["status"] not in KILLED and r["status"] != "not checked":
+            short = r["mutant"].rpartition(".")[2]
+            out.append(f"| {r['module']} | {r['line']} | {short} | {r['status']} | {mutation_text(r['diff'])} | |")
+    out += ["", "Mutants no selected test reaches, by function (\"at import\": the module calls the function while "
+            "it is imported, before mutmut can switch a mutant on, so mutmut cannot test it):", "",
+            "| module | function | mutants | lines | why no test |", "|---|---|---|---|---|"]
+    for (module, function), group in sorted(untested.items()):
+        lines = sorted({r["line"] for r in group if r["line"]})
+        why = "at import" if function in called_at_import(module) else ""
+        out.append(f"| {module} | {function} | {len(group)} | {lines[0]}-{lines[-1]} | {why} |" if lines else
+                   f"| {module} | {function} | {len(group)} | | {why} |")
     return "\n".join(out) + "\n"
+
+
+def function_of(mutant):
+    """`Class.method` or `function` from a mutant name (mutmut writes xǁClassǁmethod__mutmut_3 / x_function__mutmut_3)."""
+    mangled = mutant.rpartition(".")[2].partition("__mutmut_")[0]
+    if mangled.startswith("xǁ"):
+        return ".".join(part for part in mangled[2:].split("ǁ") if part)
+    return mangled[2:] if mangled.startswith("x_") else mangled
+
+
+def called_at_import(module):
+    """Names of functions MODULE calls while it is imported: from module level, and what those call in turn."""
+    tree = ast.parse(Path(ROOT / module).read_text())
+    bodies = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+    def calls(node, top):
+        if not top and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return set()
+        found = set()
+        if isinstance(node, ast.Call):
+            f = node.func
+            found.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None)
+        for child in ast.iter_child_nodes(node):
+            found |= calls(child, False)
+        return found
+
+    names, todo = set(), calls_at_module_level(tree, calls)
+    while todo:
+        name = todo.pop()
+        if name not in names:
+            names.add(name)
+            if name in bodies:
+                todo |= calls(bodies[name], True)
+    return names
+
+
+def calls_at_module_level(tree, calls):
+    found = set()
+    for statement in tree.body:
+        if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found |= calls(statement, False)
+        else:   # decorators and default values run at import
+            for node in statement.decorator_list + statement.args.defaults + statement.args.kw_defaults:
+                if node is not None:
+                    found |= calls(node, False)
+    return found
 
 
 def cmd_summary(args):
     rows = collect_results()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    text = markdown(rows)
+    text = markdown(rows, args.sample)
     if args.markdown:
         Path(args.markdown).write_text(text)
     else:
@@ -284,11 +387,15 @@ def main(argv=None):
     run.add_argument("--mutants", nargs="+", help="run exactly these mutant names (shell patterns allowed)")
     run.add_argument("--survivors-of", help="a summary --json file: rerun every mutant it does not count as killed")
     run.add_argument("--rerun", action="store_true", help="run mutants that already have a result again")
+    run.add_argument("--sample", type=int, default=1, metavar="N",
+                     help="only every N-th mutant of each group, in name order (a uniform sample; default: all)")
     run.add_argument("--max-children", type=int, default=1, help="parallel mutants (default 1)")
     run.set_defaults(func=cmd_run)
     summary = sub.add_parser("summary", help="results of mutants/ as JSON rows and Markdown tables")
     summary.add_argument("--json", help="write one row per mutant: group, module, mutant, status, line, diff")
     summary.add_argument("--markdown", help="write the per-module table and the survivors table here")
+    summary.add_argument("--sample", type=int, default=1, metavar="N",
+                         help="count only the 1-in-N sample that `run --sample N` ran (survivors: all that ran)")
     summary.set_defaults(func=cmd_summary)
     args = parser.parse_args(argv)
     args.func(args)
