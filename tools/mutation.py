@@ -13,7 +13,8 @@ Commands (run from the repository root; see docs/testing.md for the results and 
     nice -n 19 .venv/bin/python tools/mutation.py run refimpl kernels.plan agegender
     nice -n 19 .venv/bin/python tools/mutation.py run --mutants NAME [NAME ...]   # these mutants only
     nice -n 19 .venv/bin/python tools/mutation.py run --survivors-of old.json     # rerun a run's survivors
-    .venv/bin/python tools/mutation.py summary --json out.json [--markdown out.md]
+    .venv/bin/python tools/mutation.py summary --json out.json [--markdown out.md] [--sample N]
+    .venv/bin/python tools/mutation.py summary --baseline old.json --json new.json   # after rerunning survivors
 
 `run` resumes: a mutant that already has a result in mutants/ is not run again unless it is named
 (--mutants, --survivors-of) or --rerun is given. Delete mutants/ to start from scratch (do that after
@@ -179,7 +180,7 @@ def cmd_run(args):
 
     if args.survivors_of:
         rows = json.loads(Path(args.survivors_of).read_text())
-        names = [r["mutant"] for r in rows if r["status"] not in KILLED]
+        names = [r["mutant"] for r in rows if r["status"] not in KILLED | {"not checked"}]
         groups = sorted({r["group"] for r in rows if r["mutant"] in names})
         resume = False
     elif args.mutants:
@@ -370,6 +371,15 @@ def calls_at_module_level(tree, calls):
 
 def cmd_summary(args):
     rows = collect_results()
+    if args.baseline:
+        # mutants not run this time keep the baseline's result: after `rm -rf mutants; run --survivors-of
+        # before.json`, the counts are those of the whole earlier run with its survivors re-judged
+        before = {r["mutant"]: r for r in json.loads(Path(args.baseline).read_text())}
+        known = {r["mutant"] for r in rows}
+        for i, r in enumerate(rows):
+            if r["status"] == "not checked" and before.get(r["mutant"], {}).get("status", "not checked") != "not checked":
+                rows[i] = dict(before[r["mutant"]], from_baseline=True)
+        rows += [dict(r, from_baseline=True) for name, r in before.items() if name not in known]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     text = markdown(rows, args.sample)
@@ -394,6 +404,7 @@ def main(argv=None):
     summary = sub.add_parser("summary", help="results of mutants/ as JSON rows and Markdown tables")
     summary.add_argument("--json", help="write one row per mutant: group, module, mutant, status, line, diff")
     summary.add_argument("--markdown", help="write the per-module table and the survivors table here")
+    summary.add_argument("--baseline", help="an earlier summary --json: its results stand for mutants not run now")
     summary.add_argument("--sample", type=int, default=1, metavar="N",
                          help="count only the 1-in-N sample that `run --sample N` ran (survivors: all that ran)")
     summary.set_defaults(func=cmd_summary)
