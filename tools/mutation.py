@@ -122,13 +122,13 @@ def import_mutmut(settings):
 
 def in_sample(mutants, every):
     """Every EVERY-th mutant of each group, in a fixed order (file, function, number): a uniform sample."""
-    if every <= 1:
+    if every in (None, 1, {}):
         return mutants
     kept, seen = [], {}
     for m in sorted(mutants, key=lambda m: _natural(m[1])):
         group = group_of(m[1])
         index = seen[group] = seen.get(group, -1) + 1
-        if index % every == 0:
+        if index % (every.get(group, 1) if isinstance(every, dict) else every) == 0:
             kept.append(m)
     return kept
 
@@ -276,8 +276,11 @@ def mutation_text(diff):
 
 def markdown(rows, every=1):
     """The per-module counts (over the EVERY-th-mutant sample when EVERY > 1) and every survivor that ran."""
-    sampled = {m[1] for m in in_sample([(None, r["mutant"], None) for r in rows], every)} if every > 1 else None
-    scope = "mutants in the 1-in-%d sample" % every if sampled else "all mutants"
+    sampled = {m[1] for m in in_sample([(None, r["mutant"], None) for r in rows], every)} if every != 1 else None
+    if isinstance(every, dict):
+        scope = "the samples " + ", ".join(f"1-in-{n} of {g}" for g, n in every.items())
+    else:
+        scope = f"mutants in the 1-in-{every} sample" if sampled else "all mutants"
     out = [f"Counts over {scope}; kill rate = killed / (killed + survived + no tests + other).", "",
            "| group | module | mutants | killed | survived | no tests | other | not run | kill rate |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -369,6 +372,13 @@ def calls_at_module_level(tree, calls):
     return found
 
 
+def sample_spec(text):
+    """`10` or `refimpl=10,agegender=20` (a group not named: every mutant)."""
+    if "=" not in text:
+        return int(text)
+    return {group: int(n) for group, _, n in (part.partition("=") for part in text.split(","))}
+
+
 def cmd_summary(args):
     rows = collect_results()
     if args.baseline:
@@ -397,7 +407,7 @@ def main(argv=None):
     run.add_argument("--mutants", nargs="+", help="run exactly these mutant names (shell patterns allowed)")
     run.add_argument("--survivors-of", help="a summary --json file: rerun every mutant it does not count as killed")
     run.add_argument("--rerun", action="store_true", help="run mutants that already have a result again")
-    run.add_argument("--sample", type=int, default=1, metavar="N",
+    run.add_argument("--sample", type=sample_spec, default=1, metavar="N|GROUP=N,...",
                      help="only every N-th mutant of each group, in name order (a uniform sample; default: all)")
     run.add_argument("--max-children", type=int, default=1, help="parallel mutants (default 1)")
     run.set_defaults(func=cmd_run)
@@ -405,8 +415,9 @@ def main(argv=None):
     summary.add_argument("--json", help="write one row per mutant: group, module, mutant, status, line, diff")
     summary.add_argument("--markdown", help="write the per-module table and the survivors table here")
     summary.add_argument("--baseline", help="an earlier summary --json: its results stand for mutants not run now")
-    summary.add_argument("--sample", type=int, default=1, metavar="N",
-                         help="count only the 1-in-N sample that `run --sample N` ran (survivors: all that ran)")
+    summary.add_argument("--sample", type=sample_spec, default=1, metavar="N|GROUP=N,...",
+                         help="count only the 1-in-N sample that `run --sample N` ran, one N or one per group "
+                              "(e.g. refimpl=10,kernels.plan=10,agegender=20); survivors: all that ran")
     summary.set_defaults(func=cmd_summary)
     args = parser.parse_args(argv)
     args.func(args)
