@@ -307,14 +307,16 @@ def markdown(rows, every=1):
         rate = f"{100 * killed / run:.0f}%" if run else "-"
         out.append(f"| **{group}** | all | {n} | {killed} | {survived} | {no_tests} | {other} | {not_run} | **{rate}** |")
     out += ["", "Survivors (every one that ran; `mutant` is the name `run --mutants` takes after the module's dotted path):",
-            "", "| module | line | mutant | status | mutation | killed by / why equivalent |", "|---|---|---|---|---|---|"]
+            "", "| module | line | mutant | status | in sample | mutation | killed by / why equivalent |",
+            "|---|---|---|---|---|---|---|"]
     untested = {}
     for r in rows:
         if r["status"] == "no tests":
             untested.setdefault((r["module"], function_of(r["mutant"])), []).append(r)
         elif r["status"] not in KILLED and r["status"] != "not checked":
             short = r["mutant"].rpartition(".")[2]
-            out.append(f"| {r['module']} | {r['line']} | {short} | {r['status']} | {mutation_text(r['diff'])} | |")
+            in_it = "yes" if sampled is None or r["mutant"] in sampled else "no"
+            out.append(f"| {r['module']} | {r['line']} | {short} | {r['status']} | {in_it} | {mutation_text(r['diff'])} | |")
     out += ["", "Mutants no selected test reaches, by function (\"at import\": the module calls the function while "
             "it is imported, before mutmut can switch a mutant on, so mutmut cannot test it):", "",
             "| module | function | mutants | lines | why no test |", "|---|---|---|---|---|"]
