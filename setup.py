@@ -93,6 +93,9 @@ setup(
         "scale": ["dask[distributed]>=2024.1", "pyarrow>=14"],
         "distributed": ["dask[distributed]>=2024.1", "pyarrow>=14"],      # the same, by the name issue 15 gave it
         "plot": ["matplotlib>=3.5"],
+        # mutation testing (tools/mutation.py drives mutmut's internals, hence the narrow pin; docs/testing.md):
+        # a developer tool, never installed by CI
+        "mutation": ["mutmut>=3.8,<3.9"],
     },
     setup_requires=[],
     ext_modules=cython_extensions(),
