@@ -175,8 +175,7 @@ def cmd_run(args):
     settings = mutmut_settings(list(GROUPS))
     os.environ["MUTATION_SETTINGS"] = json.dumps(settings)
     (Path("mutants") / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    # mutmut runs the tests from a copy in mutants/, where ROOT/../shared (the data sets) does not exist
-    os.environ.setdefault("AGEGENDER_UTKFACE", str(ROOT.parent / "shared" / "datasets" / "UTKFace"))
+    # the tests that need a data set read it from AGEGENDER_UTKFACE / AGEGENDER_AAF, which the copy inherits
 
     if args.survivors_of:
         rows = json.loads(Path(args.survivors_of).read_text())
