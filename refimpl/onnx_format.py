@@ -11,7 +11,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from . import graph, spec
-from .errors import ModelFileError
+from .errors import ModelFileError, require_file
 
 MAX_FILE_BYTES = 16 * 2**20       # this architecture's file is about 0.4 MB; anything far larger is not one
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -84,11 +84,7 @@ def _first_line(exc, limit=120):
 def _load(path):
     """The file's bytes parsed as a ModelProto. Never opens any other file: the bytes are read here and parsed
     from memory, so a tensor stored as external data (a path to another file) cannot be followed."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ModelFileError(f"{path}: is a folder, expected an ONNX model file such as weights/agegender.onnx")
-    if not os.path.isfile(path):
-        raise ModelFileError(f"{path}: no such file (expected an ONNX model such as weights/agegender.onnx)")
+    path = require_file(path, "an ONNX model file such as weights/agegender.onnx")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)

@@ -13,6 +13,7 @@ import zipfile
 import torch
 
 from refimpl import ModelFileError
+from refimpl.errors import require_file
 
 WHAT = "a last.pt of python -m training train"
 
@@ -33,11 +34,7 @@ def _reason(exc):
 def load(path):
     """The checkpoint's dict. ModelFileError (one line) for a missing file, a folder, a file that is not a
     checkpoint, or one holding anything but tensors and plain values: its code never runs."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ModelFileError(f"{path}: is a folder, expected a checkpoint file ({WHAT})")
-    if not os.path.isfile(path):
-        raise ModelFileError(f"{path}: no such file (expected {WHAT})")
+    path = require_file(path, f"a checkpoint file ({WHAT})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
