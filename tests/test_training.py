@@ -15,8 +15,8 @@ from refimpl import spec  # noqa: E402
 from refimpl.golden import tolerance  # noqa: E402
 from training import checkpoints, data, splits  # noqa: E402
 from training.export import export  # noqa: E402
-from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, gender_terms_only, mae_by_age_group,  # noqa: E402
-                           metrics, paper_loss)
+from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, mae_by_age_group, metrics,  # noqa: E402
+                           paper_loss)
 from training.model import AgeGenderNet, load_onnx_weights, onnx_weights  # noqa: E402
 
 
@@ -86,6 +86,8 @@ def test_paper_loss_is_formula_3():
     assert HEAD_WEIGHTS == {"final": 1.0, "virtual": 0.3, "low": 0.5}
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     gender_only = bce(out["gender_final"]) + 0.3 * bce(out["gender_virtual"]) + 0.5 * bce(out["gender_low"])
+    from experiments.gender_ceiling import gender_terms_only
+
     assert float(gender_terms_only(out, age, male)[0].detach()) == pytest.approx(float(gender_only.detach()), rel=1e-5)
 
 
@@ -367,8 +369,8 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     """The diagnostic moves the gender weights, leaves the age-only heads at their initial values (no age
     term reaches them), and its checkpoint and card name its loss and its own command."""
     folder = eight_chips(tmp_path)
-    from training.card import describe_stage, train_command
-    from training.gender_ceiling import LOSS, main
+    from experiments.gender_ceiling import LOSS, main
+    from training.card import describe_stage, stage_settings, train_command
 
     out = tmp_path / "ceiling"
     main(["--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1",
@@ -381,13 +383,13 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     for name in ("gender_virtual.fc.weight", "top_head.fc_gender.weight", "stem_fine.conv1.weight"):
         assert not torch.equal(state["model"][name], initial[name]), f"{name} did not train"
     assert state["args"]["loss"] == LOSS
-    assert train_command(state["args"], str(out)).startswith("python -m training.gender_ceiling ")
-    assert LOSS in describe_stage(state["args"])
+    assert train_command(state["args"], str(out)).startswith("python -m experiments.gender_ceiling ")
+    assert LOSS in describe_stage(**stage_settings(state["args"]))
 
 
 def test_gradient_norms_separate_what_each_task_reaches():
     """A head that only one task uses gets no gradient from the other; a shared block gets both."""
-    from training.gender_ceiling import gradient_norms
+    from experiments.gender_ceiling import gradient_norms
 
     norms = gradient_norms(randomized_module(5), torch.rand(6, 3, 64, 64),
                            torch.tensor([20.0, 35, 50, 8, 70, 41]), torch.tensor([1.0, 0, 1, 0, 0, 1]))

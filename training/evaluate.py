@@ -14,7 +14,7 @@ import refimpl
 from . import checkpoints
 from .loss import all_metrics, by_gender, gender_acc_by_age_group, mae_by_age_group
 from .model import AgeGenderNet
-from .splits import describe
+from .splits import SplitSpec
 from .train import detection, load_sets, predict
 
 
@@ -31,7 +31,8 @@ def evaluate(args):
     # the model first: a refused file fails at once, not after the data set is read; and ONNX Runtime opens
     # only a file refimpl accepts (no external data, no foreign ops, ...)
     model = refimpl.load(args.model) if args.model.endswith(".onnx") else module_from_checkpoint(args.model)
-    loaded = load_sets(args)
+    split = SplitSpec.from_args(args)
+    loaded = load_sets(split, args.cache, args.threads)
     samples, images, val_idx = loaded.samples, loaded.images, loaded.val
     ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
     if args.model.endswith(".onnx") and args.runtime == "onnxruntime":
@@ -48,13 +49,13 @@ def evaluate(args):
         torch.set_num_threads(args.threads)
         outputs = predict(model, images[val_idx])
     runtime = args.runtime if args.model.endswith(".onnx") else "torch"
-    result = {"model": args.model, "runtime": runtime, "split": describe(args, len(val_idx)),
+    result = {"model": args.model, "runtime": runtime, "split": split.describe(len(val_idx)),
               **report(outputs, ages, males)}
     result["sets"], offset = {}, 0
     for part in loaded.parts:
         rows = slice(offset, offset + len(part.val))
         offset += len(part.val)
-        one = describe(args, len(part.val))
+        one = split.describe(len(part.val))
         one["dataset"] = part.name
         result["sets"][part.name] = {"split": one, "detection": detection(part),
                                      **report({k: v[rows] for k, v in outputs.items()}, ages[rows], males[rows])}
