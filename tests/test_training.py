@@ -58,6 +58,31 @@ def test_exported_file_agrees_with_module(tmp_path):
     assert json.loads(refimpl.load(path).metadata["training"]) == {"note": "test"}
 
 
+def test_heads_are_the_spec_fully_connected_layers_in_the_files_order():
+    """Each spec.FCS entry is a Linear of its size under its initializer name, made in the file's weight order (so a
+    seeded module draws the same initial weights as before), and the shipped file's weights, named as a state_dict
+    of the existing format, load strictly and run as refimpl runs them."""
+    from torch import nn
+
+    model = AgeGenderNet()
+    for key, fc in spec.FC_BY_NAME.items():
+        layer = model.get_submodule(key)
+        assert isinstance(layer, nn.Linear) and (layer.in_features, layer.out_features) == (fc.nin, fc.nout), key
+    trainable = [k for k in spec.parameter_shapes() if not spec.is_running_statistic(k)]
+    assert [k for k, _ in model.named_parameters()] == trainable
+    shipped = refimpl.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights",
+                                        "agegender.onnx"))
+    state = {k: torch.from_numpy(v.copy()) for k, v in shipped.weights.items()}
+    state.update({k: torch.tensor(0) for k in model.state_dict() if k.endswith("num_batches_tracked")})
+    model.load_state_dict(state, strict=True)
+    x = np.random.default_rng(7).random((3, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        ours = {k: v.numpy() for k, v in model.eval()(torch.from_numpy(x)).items()}
+    reference = shipped.forward(x)
+    for name in spec.OUTPUT_NAMES:
+        assert_close(f"module {name}", reference[name], ours[name], tolerance(name))
+
+
 def test_onnx_weights_round_trip():
     model = randomized_module(3)
     copy = load_onnx_weights(AgeGenderNet(), onnx_weights(model))
