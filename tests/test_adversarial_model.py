@@ -429,7 +429,7 @@ def test_every_training_command_refuses_the_malicious_checkpoint_before_reading_
     data = ["--data", str(empty), "--cache", str(tmp_path / "cache"), "--threads", "1"]
     argv = {"train --init": ["-m", "training", "train", *data, "--init", str(evil), "--out", str(tmp_path / "o")],
             "evaluate": ["-m", "training", "evaluate", *data, str(evil)],
-            "gender_ceiling --gradients": ["-m", "training.gender_ceiling", *data, "--gradients", str(evil)],
+            "gender_ceiling --gradients": ["-m", "experiments.gender_ceiling", *data, "--gradients", str(evil)],
             "crossval": ["-m", "training", "crossval", str(tmp_path / "run")]}[command]
     line = one_line_exit_2(run(*argv))
     assert "last.pt: refused" in line and not marker.exists()

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("refimpl", "kernels", "agegender", "training", "bench")
+PACKAGES = ("refimpl", "kernels", "agegender", "training", "bench", "experiments")
 # package -> the kit's packages it may import at module level or lazily
 ALLOWED = {
     "refimpl": set(),
@@ -20,6 +20,7 @@ ALLOWED = {
     "agegender": {"refimpl", "kernels"},
     "training": {"refimpl", "agegender"},      # agegender: the detector and aligner, to make chips from photos
     "bench": {"refimpl", "kernels"},
+    "experiments": {"refimpl", "agegender", "training"},     # questions asked of the model, not product code
 }
 # Only from inside a function, so `import bench` pulls in neither torch nor the face detector: bench's optional
 # PyTorch / ncnn comparisons read training's module, and its photo-throughput benchmark runs agegender
@@ -89,11 +90,24 @@ def test_allowed_import_edges(package):
                      + "\n".join(bad))
 
 
-def test_nothing_imports_bench():
+@pytest.mark.parametrize("leaf", ["bench", "experiments"])
+def test_nothing_imports_bench_or_experiments(leaf):
     folders = sorted(d for d in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, d))
-                     and d not in ("bench", "tests", "build") and not d.startswith("."))
-    bad = [f"{where}: imports bench" for folder in folders for where, target, _ in edges(folder) if target == "bench"]
+                     and d not in (leaf, "tests", "build") and not d.startswith("."))
+    bad = [f"{where}: imports {leaf}" for folder in folders for where, target, _ in edges(folder) if target == leaf]
     assert not bad, "\n".join(bad)
+
+
+def test_experiments_are_not_installed():
+    """setup.py's find_packages(include=[...]) picks the product packages; experiments/ stays in the repository."""
+    from setuptools import find_packages
+
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read())
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "find_packages")
+    include = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "include"))
+    installed = find_packages(ROOT, include=include)
+    assert "training" in installed and "experiments" not in installed, installed
 
 
 def test_run_time_path_loads_no_training_bench_or_torch():

@@ -15,8 +15,8 @@ from refimpl import spec  # noqa: E402
 from refimpl.golden import tolerance  # noqa: E402
 from training import checkpoints, data, splits  # noqa: E402
 from training.export import export  # noqa: E402
-from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, gender_terms_only, mae_by_age_group,  # noqa: E402
-                           metrics, paper_loss)
+from training.loss import (HEAD_WEIGHTS, gender_acc_by_age_group, mae_by_age_group, metrics,  # noqa: E402
+                           paper_loss)
 from training.model import AgeGenderNet, load_onnx_weights, onnx_weights  # noqa: E402
 
 
@@ -58,6 +58,31 @@ def test_exported_file_agrees_with_module(tmp_path):
     assert json.loads(refimpl.load(path).metadata["training"]) == {"note": "test"}
 
 
+def test_heads_are_the_spec_fully_connected_layers_in_the_files_order():
+    """Each spec.FCS entry is a Linear of its size under its initializer name, made in the file's weight order (so a
+    seeded module draws the same initial weights as before), and the shipped file's weights, named as a state_dict
+    of the existing format, load strictly and run as refimpl runs them."""
+    from torch import nn
+
+    model = AgeGenderNet()
+    for key, fc in spec.FC_BY_NAME.items():
+        layer = model.get_submodule(key)
+        assert isinstance(layer, nn.Linear) and (layer.in_features, layer.out_features) == (fc.nin, fc.nout), key
+    trainable = [k for k in spec.parameter_shapes() if not spec.is_running_statistic(k)]
+    assert [k for k, _ in model.named_parameters()] == trainable
+    shipped = refimpl.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights",
+                                        "agegender.onnx"))
+    state = {k: torch.from_numpy(v.copy()) for k, v in shipped.weights.items()}
+    state.update({k: torch.tensor(0) for k in model.state_dict() if k.endswith("num_batches_tracked")})
+    model.load_state_dict(state, strict=True)
+    x = np.random.default_rng(7).random((3, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        ours = {k: v.numpy() for k, v in model.eval()(torch.from_numpy(x)).items()}
+    reference = shipped.forward(x)
+    for name in spec.OUTPUT_NAMES:
+        assert_close(f"module {name}", reference[name], ours[name], tolerance(name))
+
+
 def test_onnx_weights_round_trip():
     model = randomized_module(3)
     copy = load_onnx_weights(AgeGenderNet(), onnx_weights(model))
@@ -86,6 +111,8 @@ def test_paper_loss_is_formula_3():
     assert HEAD_WEIGHTS == {"final": 1.0, "virtual": 0.3, "low": 0.5}
     assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     gender_only = bce(out["gender_final"]) + 0.3 * bce(out["gender_virtual"]) + 0.5 * bce(out["gender_low"])
+    from experiments.gender_ceiling import gender_terms_only
+
     assert float(gender_terms_only(out, age, male)[0].detach()) == pytest.approx(float(gender_only.detach()), rel=1e-5)
 
 
@@ -367,8 +394,8 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     """The diagnostic moves the gender weights, leaves the age-only heads at their initial values (no age
     term reaches them), and its checkpoint and card name its loss and its own command."""
     folder = eight_chips(tmp_path)
-    from training.card import describe_stage, train_command
-    from training.gender_ceiling import LOSS, main
+    from experiments.gender_ceiling import LOSS, main
+    from training.card import describe_stage, stage_settings, train_command
 
     out = tmp_path / "ceiling"
     main(["--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25", "--threads", "1",
@@ -381,13 +408,13 @@ def test_gender_ceiling_trains_the_gender_terms_alone_and_says_so(tmp_path):
     for name in ("gender_virtual.fc.weight", "top_head.fc_gender.weight", "stem_fine.conv1.weight"):
         assert not torch.equal(state["model"][name], initial[name]), f"{name} did not train"
     assert state["args"]["loss"] == LOSS
-    assert train_command(state["args"], str(out)).startswith("python -m training.gender_ceiling ")
-    assert LOSS in describe_stage(state["args"])
+    assert train_command(state["args"], str(out)).startswith("python -m experiments.gender_ceiling ")
+    assert LOSS in describe_stage(**stage_settings(state["args"]))
 
 
 def test_gradient_norms_separate_what_each_task_reaches():
     """A head that only one task uses gets no gradient from the other; a shared block gets both."""
-    from training.gender_ceiling import gradient_norms
+    from experiments.gender_ceiling import gradient_norms
 
     norms = gradient_norms(randomized_module(5), torch.rand(6, 3, 64, 64),
                            torch.tensor([20.0, 35, 50, 8, 70, 41]), torch.tensor([1.0, 0, 1, 0, 0, 1]))

@@ -148,11 +148,9 @@ def test_chip_cache_is_keyed_by_the_files_and_the_detector_version(tmp_path, mon
 def test_utkface_keeps_its_own_split_beside_aaf(tmp_path):
     """A UTKFace-only run and a utkface,aaf run validate on the same UTKFace files; AAF gets its own seeded 10%."""
     utk, aaf = utkface_folder(tmp_path, 20), aaf_folder(tmp_path, [FACE] * 30)
-    import argparse
-
     common = dict(protocol="holdout", val_fraction=0.1, seed=3, folds=5, fold=0, limit=0)
-    alone, parts = splits.split_sets(argparse.Namespace(dataset="utkface", data=str(utk), **common))
-    both, (p_utk, p_aaf) = splits.split_sets(argparse.Namespace(dataset="utkface,aaf", data=f"{utk},{aaf}", **common))
+    alone, parts = splits.split_sets(splits.SplitSpec("utkface", paths=(str(utk),), **common))
+    both, (p_utk, p_aaf) = splits.split_sets(splits.SplitSpec("utkface,aaf", paths=(str(utk), str(aaf)), **common))
     assert p_utk.val.tolist() == parts[0].val.tolist() == splits.holdout(20, 0.1, 3)[1].tolist()
     assert (p_aaf.start, p_aaf.stop) == (20, 50)
     assert (p_aaf.val - 20).tolist() == splits.holdout(30, 0.1, 3)[1].tolist()

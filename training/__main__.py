@@ -71,12 +71,17 @@ def _main(argv):
 
         train(args)
     elif args.command in ("evaluate", "baseline"):
+        from .splits import SplitSpec
+
+        split = SplitSpec.from_args(args)
         if args.command == "evaluate":
             from .evaluate import evaluate
-        else:
-            from .baseline import evaluate_baseline as evaluate
 
-        result = evaluate(args)
+            result = evaluate(args.model, split, args.cache, args.threads, args.runtime)
+        else:
+            from .baseline import evaluate_baseline
+
+            result = evaluate_baseline(split, args.cache, args.threads)
         print(json.dumps(result, indent=2))
         from .evaluate import format_sets
 

