@@ -17,7 +17,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLDEST_PYTHON = (3, 9)
-PACKAGES = ("refimpl", "kernels", "bench", "agegender", "training", "tests", "weights")
+PACKAGES = ("refimpl", "kernels", "bench", "agegender", "training", "experiments", "tools", "tests", "weights")
 
 
 def sources():
