@@ -48,11 +48,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # that import the group's modules directly (or through the estimator, for refimpl.preprocess etc.).
 GROUPS = {
     "refimpl": ("refimpl.", ["tests/test_refimpl_ops.py", "tests/test_refimpl_model.py",
-                             "tests/test_refimpl_errors.py"]),
+                             "tests/test_refimpl_errors.py", "tests/test_adversarial_model.py",
+                             "tests/test_refimpl_picture.py"]),
     # the plan is executed by both compiled backends; the Cython one needs no JIT compilation
     "kernels.plan": ("kernels.plan.", ["tests/test_kernels_model.py"]),
+    # test_scale_out.py is left out: each of its cluster tests starts Dask processes (seconds per mutant)
     "agegender": ("agegender.", ["tests/test_estimator.py", "tests/test_estimator_images.py",
-                                 "tests/test_estimator_align.py", "tests/test_cli.py"]),
+                                 "tests/test_estimator_align.py", "tests/test_cli.py",
+                                 "tests/test_adversarial_files.py", "tests/test_adversarial_images.py"]),
 }
 # Node-id substrings never run for mutants: numba JIT compilation (a fresh mutant process compiles
 # again), which the Cython backend's copy of the same tests replaces for kernels.plan.
