@@ -77,8 +77,9 @@ def mutmut_settings(groups):
         "only_mutate": ["refimpl/*.py", "agegender/*.py", "kernels/plan.py"],
         "do_not_mutate": ["refimpl/__main__.py", "agegender/__main__.py"],
         # what the tests read besides the mutated packages: the weights, bench/ (tests/conftest.py imports
-        # bench.bounds), README.md (the golden contract test) and docs/
-        "also_copy": ["weights", "bench", "README.md", "docs"],
+        # bench.bounds), training/ and experiments/ (the checkpoint tests run them), README.md (the golden contract
+        # test) and docs/
+        "also_copy": ["weights", "bench", "training", "experiments", "README.md", "docs"],
         # numba tests are left out even of the stats run: each would compile the JIT kernels again
         "pytest_add_cli_args_test_selection": tests + ["-k", "not numba"],
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-p", "no:randomly"],
