@@ -5,6 +5,8 @@ repository: the folder AGEGENDER_UTKFACE names (tests that need it skip, saying 
 """
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -57,3 +59,29 @@ def scene_with_chip(chip, scale, angle, width=640, height=480, seed=0, backgroun
     canvas = Image.new("RGB", (width, height), (background,) * 3)
     canvas.paste(face, (int(rng.integers(0, width - face.width)), int(rng.integers(0, height - face.height))))
     return np.asarray(canvas)
+
+
+# The child reports its own VmHWM (peak resident memory of its address space) at exit. Its ru_maxrss (from
+# wait4, or getrusage in the child) would not do: Linux carries the parent's peak into a child's ru_maxrss
+# across exec, so a test run inside a large pytest process would read pytest's peak.
+_REPORT_PEAK = """
+import atexit, sys
+def report():
+    with open("/proc/self/status") as status:
+        sys.stderr.write([line for line in status if line.startswith("VmHWM:")][0])
+atexit.register(report)
+{prelude}
+from agegender.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def agegender_peak_rss(arguments, prelude="", timeout=300):
+    """Peak resident memory (bytes) of `agegender ARGUMENTS` run in a child process, as a user runs it;
+    `prelude`: Python run in the child first (e.g. a stand-in detector)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-c", _REPORT_PEAK.format(prelude=prelude)] + [str(a) for a in arguments],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         errors="replace", timeout=timeout)
+    assert run.returncode == 0, run.stderr
+    return int(run.stderr.rsplit("VmHWM:", 1)[1].split()[0]) * 1024          # /proc reports kB

@@ -13,7 +13,7 @@ import pytest
 
 from agegender import Estimator, ImageError, read_image
 from agegender.images import FORMATS
-from agegender_testdata import random_chips
+from agegender_testdata import agegender_peak_rss, random_chips
 
 PIL = pytest.importorskip("PIL", reason="reading image files needs pillow (the `image` extra)")
 from PIL import Image  # noqa: E402
@@ -146,25 +146,9 @@ BIG_SIDE = 7000                     # 49 megapixels: large enough that fixed cos
 MAX_BYTES_PER_PIXEL = 6.0           # README's guarantee; measured about 5.0 here (4 of them: Pillow's RGBA buffer)
 
 
-# The child reports its own VmHWM (peak resident memory of its address space) at exit. Its ru_maxrss from
-# wait4 would not do: Linux carries the parent's peak into a vforked child's ru_maxrss across exec.
-REPORT_PEAK = """
-import atexit, sys
-def report():
-    with open("/proc/self/status") as status:
-        sys.stderr.write([line for line in status if line.startswith("VmHWM:")][0])
-atexit.register(report)
-from agegender.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def peak_rss(arguments):
-    """Peak resident memory (bytes) of `agegender predict ARGUMENTS` in a child process, as a user runs it."""
-    run = subprocess.run([sys.executable, "-c", REPORT_PEAK, "predict"] + arguments, cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
-    assert run.returncode == 0, run.stderr
-    return int(run.stderr.rsplit("VmHWM:", 1)[1].split()[0]) * 1024          # /proc reports kB
+    """Peak resident memory (bytes) of `agegender predict ARGUMENTS` in a child process."""
+    return agegender_peak_rss(["predict"] + arguments)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc (Linux)")
