@@ -1,6 +1,5 @@
 """The fast Model: refimpl's forward contract on a compiled backend (see kernels/__init__.py)."""
 import contextlib
-import os
 import threading
 import time
 
@@ -10,14 +9,12 @@ import refimpl
 from refimpl import spec
 
 from . import plan as planning
-from .row_split import RowSplitGuard
+from .row_split import RowSplitGuard, usable_cores
 
 
 def default_threads():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
+    """Every CPU this process may use."""
+    return usable_cores()
 
 
 class Workspaces:
