@@ -54,6 +54,8 @@ def build_parser():
     predict.add_argument("--batch-size", type=int, default=64, metavar="N", help="faces per network call (64)")
     predict.add_argument("--min-score", type=float, default=0.0, metavar="S",
                          help="detector score threshold (0.0, dlib's default; 0.5 drops most false faces)")
+    predict.add_argument("--flip", action="store_true",
+                         help="average each face with its mirror image: two network passes per face (off by default)")
     predict.add_argument("--max-pixels", type=int, default=None, metavar="N",
                          help="refuse images larger than N pixels (default 90 million)")
     scale = predict.add_argument_group("archives and clusters (the `scale` extra: docs/scale-out.md)")
@@ -175,7 +177,7 @@ def run_predict(args):
         return scale.run_cli(args, inputs, failures)
     try:
         estimator = Estimator(args.weights, backend=args.backend, threads=args.threads, batch_size=args.batch_size,
-                              min_score=args.min_score)
+                              min_score=args.min_score, flip=args.flip)
         if not args.chips and inputs:
             estimator.detector                                 # fails here, once, without the detect extra
     except (refimpl.ModelFileError, ValueError) as exc:

@@ -22,6 +22,8 @@ import numpy as np
 import refimpl
 
 from . import align, backends, detect
+from refimpl.ensemble import flip_average
+
 from .errors import ImageError
 from .images import BAND_PIXELS, Picture, as_picture, as_rgb, is_pil_image, read_picture
 
@@ -63,27 +65,31 @@ def gender_of(male_probability):
 class Estimator:
     """Age and gender for every face in a photo, or for aligned face chips."""
 
-    def __init__(self, weights=None, backend="auto", threads=None, batch_size=BATCH_SIZE, min_score=0.0):
+    def __init__(self, weights=None, backend="auto", threads=None, batch_size=BATCH_SIZE, min_score=0.0, flip=False):
         """weights: ONNX file (None: the bundled one); backend: "auto", "refimpl", "numba" or "cython";
-        threads: for the kernels backends; min_score: detector threshold (dlib's default 0.0)."""
+        threads: for the kernels backends; min_score: detector threshold (dlib's default 0.0);
+        flip: average each face with its mirror image (two network passes per face; off by default)."""
         model, name = backends.load(weights, backend, threads)
-        self._setup(model, name, batch_size, min_score)
+        self._setup(model, name, batch_size, min_score, flip)
 
     @classmethod
-    def from_model(cls, model, backend="custom", batch_size=BATCH_SIZE, min_score=0.0):
+    def from_model(cls, model, backend="custom", batch_size=BATCH_SIZE, min_score=0.0, flip=False):
         """Wrap any object with refimpl's forward(x) -> {name: [N, 1]} (another runtime, a test double)."""
         self = cls.__new__(cls)
-        self._setup(model, backend, batch_size, min_score)
+        self._setup(model, backend, batch_size, min_score, flip)
         return self
 
-    def _setup(self, model, name, batch_size, min_score):
+    def _setup(self, model, name, batch_size, min_score, flip):
+        if not isinstance(flip, bool):
+            raise ValueError(f"flip={flip!r}: expected True or False")
         self.model, self.backend, self.batch_size, self.min_score = model, name, int(batch_size), min_score
+        self.flip = flip
         thread_safe = name == backends.REFERENCE or getattr(model, "thread_safe", False)
         self._model_lock = None if thread_safe else threading.Lock()
         self._detector, self._detector_lock = None, threading.Lock()
 
     def __repr__(self):
-        return f"Estimator(backend={self.backend!r})"
+        return f"Estimator(backend={self.backend!r}{', flip=True' if self.flip else ''})"
 
     # -- faces in photos ---------------------------------------------------------------------
     @property
@@ -132,7 +138,8 @@ class Estimator:
             return {name: np.zeros(0, np.float32) for name in refimpl.spec.OUTPUT_NAMES}
         parts = []
         for start in range(0, len(chips), self.batch_size):
-            parts.append(self.forward(preprocess_batch(chips[start:start + self.batch_size])))
+            batch = preprocess_batch(chips[start:start + self.batch_size])
+            parts.append(flip_average(self.forward, batch) if self.flip else self.forward(batch))
         return {name: np.concatenate([p[name].reshape(-1) for p in parts]) for name in refimpl.spec.OUTPUT_NAMES}
 
     def forward(self, x):

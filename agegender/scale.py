@@ -73,6 +73,7 @@ class Settings:
     max_pixels: int = None
     chips: bool = False
     heads: bool = False
+    flip: bool = False
 
     def key(self):
         """The options that change results, as stored in OUT/_manifest/options.json."""
@@ -82,7 +83,8 @@ class Settings:
         with open(weights, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:16]
         return {"version": FORMAT_VERSION, "weights_sha256": digest, "backend": self.backend,
-                "min_score": self.min_score, "max_pixels": self.max_pixels, "chips": self.chips, "heads": self.heads}
+                "min_score": self.min_score, "max_pixels": self.max_pixels, "chips": self.chips, "heads": self.heads,
+                "flip": self.flip}
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,12 @@ def cached_estimator(settings):
     from .estimator import Estimator
 
     threads = settings.threads or _worker_threads()
-    key = (settings.weights, settings.backend, threads, settings.batch_size, settings.min_score, settings.chips)
+    key = (settings.weights, settings.backend, threads, settings.batch_size, settings.min_score, settings.chips,
+           settings.flip)
     with _ESTIMATORS_LOCK:
         if key not in _ESTIMATORS:
             estimator = Estimator(settings.weights, backend=settings.backend, threads=threads,
-                                  batch_size=settings.batch_size, min_score=settings.min_score)
+                                  batch_size=settings.batch_size, min_score=settings.min_score, flip=settings.flip)
             if not settings.chips:
                 estimator.detector                                # the detector's models, loaded once too
             _ESTIMATORS[key] = estimator
@@ -473,7 +476,8 @@ def _draw(stream, show, done, total):
 
 def predict_to_parquet(paths, out, client=None, *, workers=None, scheduler=None, chunk_size=CHUNK_SIZE,
                        weights=None, backend="auto", threads=None, batch_size=64, min_score=0.0, max_pixels=None,
-                       chips=False, heads=False, annotate=None, save_chips=None, overwrite=False, progress=False):
+                       chips=False, heads=False, flip=False, annotate=None, save_chips=None, overwrite=False,
+                       progress=False):
     """Estimate every face in `paths` (files and folders, searched as the CLI does) into the Parquet data set
     `out` -> out. client: a distributed.Client to run on (or workers=N / scheduler=ADDRESS; none: here).
     Files that fail are rows with an error; a rerun into the same `out` does only what is missing."""
@@ -489,7 +493,7 @@ def predict_to_parquet(paths, out, client=None, *, workers=None, scheduler=None,
     if not inputs and not failures:
         raise ValueError(f"no image files in {', '.join(escape_name(p) for p in empty or paths)}")
     settings = Settings(weights and os.path.abspath(weights), backend, threads, batch_size, min_score, max_pixels,
-                        chips, heads)
+                        chips, heads, flip)
     out = os.fspath(out)
     run(inputs, out, settings, failures=failures, client=client, workers=workers, scheduler=scheduler,
         chunk_size=chunk_size, annotate=annotate, save_chips=save_chips, overwrite=overwrite, progress=progress)
@@ -501,7 +505,7 @@ def run_cli(args, inputs, failures):
     from .cli import EXIT_OK, EXIT_SOME_FAILED, error
 
     settings = Settings(args.weights and os.path.abspath(args.weights), args.backend, args.threads, args.batch_size,
-                        args.min_score, args.max_pixels, args.chips, args.heads)
+                        args.min_score, args.max_pixels, args.chips, args.heads, args.flip)
     scheduler = args.scheduler or (None if args.workers else os.environ.get("DASK_SCHEDULER_ADDRESS"))
     try:
         if inputs:            # fails here, once: weights, backend, threads (and the detector, if it runs here)

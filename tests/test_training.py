@@ -351,6 +351,20 @@ def test_smoke_training_and_export_round_trip(tmp_path):
         other = results["onnxruntime"]["metrics"][head]
         assert values["gender_acc"] == other["gender_acc"], head
         assert abs(values["mae"] - other["mae"]) < 1e-3, (head, values["mae"], other["mae"])
+    # --flip (the mean over each chip and its mirror image): the same metrics from all three runtimes
+    flipped = {}
+    for runtime, model_file in (("refimpl", "smoke.onnx"), ("onnxruntime", "smoke.onnx"), ("torch", "last.pt")):
+        model_path = tmp_path / model_file if model_file.endswith(".onnx") else out / model_file
+        main(["evaluate", "--data", str(folder), "--cache", str(tmp_path / "cache"), "--val-fraction", "0.25",
+              "--threads", "1", str(model_path), "--runtime", "onnxruntime" if runtime == "onnxruntime" else "refimpl",
+              "--flip", "--json", str(tmp_path / "flip.json")])
+        flipped[runtime] = json.load(open(tmp_path / "flip.json"))
+        assert flipped[runtime]["flip"] is True and flipped[runtime]["runtime"] == runtime
+    assert results["refimpl"]["flip"] is False
+    for head, values in flipped["refimpl"]["metrics"].items():
+        for runtime in ("onnxruntime", "torch"):
+            other = flipped[runtime]["metrics"][head]
+            assert abs(values["mae"] - other["mae"]) < 1e-3, (runtime, head, values["mae"], other["mae"])
 
 
 def test_second_stage_with_weight_average_resumes_exactly_and_the_card_lists_both_stages(tmp_path):

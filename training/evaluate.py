@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 import refimpl
+from refimpl.ensemble import flip_average
 
 from . import checkpoints
 from .loss import all_metrics, by_gender, gender_acc_by_age_group, mae_by_age_group
@@ -26,9 +27,10 @@ def run_refimpl(model, images, batch_size=256):
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
 
 
-def evaluate(model_path, split, cache, threads=1, runtime="refimpl"):
+def evaluate(model_path, split, cache, threads=1, runtime="refimpl", flip=False):
     """Metrics of an ONNX file (run by `runtime`: refimpl or onnxruntime) or a checkpoint .pt (run by torch) on
-    the validation images of a splits.SplitSpec, pooled and per set."""
+    the validation images of a splits.SplitSpec, pooled and per set. flip: the mean over each face and its
+    mirror image (refimpl.ensemble.flip_average, as Estimator(flip=True))."""
     # the model first: a refused file fails at once, not after the data set is read; and ONNX Runtime opens
     # only a file refimpl accepts (no external data, no foreign ops, ...)
     model = refimpl.load(model_path) if model_path.endswith(".onnx") else module_from_checkpoint(model_path)
@@ -41,15 +43,21 @@ def evaluate(model_path, split, cache, threads=1, runtime="refimpl"):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
-        outputs = dict(zip(refimpl.spec.OUTPUT_NAMES,
-                           session.run(None, {"image": np.ascontiguousarray(images[val_idx])})))
+
+        def forward(x):
+            return dict(zip(refimpl.spec.OUTPUT_NAMES, session.run(None, {"image": np.ascontiguousarray(x)})))
     elif model_path.endswith(".onnx"):
-        outputs = run_refimpl(model, images[val_idx])
+        def forward(x):
+            return run_refimpl(model, x)
     else:
         torch.set_num_threads(threads)
-        outputs = predict(model, images[val_idx])
+
+        def forward(x):
+            return predict(model, x)
+    val_images = images[val_idx]
+    outputs = flip_average(forward, val_images) if flip else forward(val_images)
     runtime = runtime if model_path.endswith(".onnx") else "torch"
-    result = {"model": model_path, "runtime": runtime, "split": split.describe(len(val_idx)),
+    result = {"model": model_path, "runtime": runtime, "flip": flip, "split": split.describe(len(val_idx)),
               **report(outputs, ages, males)}
     result["sets"], offset = {}, 0
     for part in loaded.parts:
