@@ -46,7 +46,7 @@ def test_a_face_and_its_mirror_image_get_the_same_answer(model):
 
 
 def test_estimator_flip(reference_model_path, model):
-    chips = random_chips(3, size=64, seed=6)          # 64 x 64: preprocessing is per pixel, so it commutes with mirroring
+    chips = random_chips(3, size=64, seed=6)   # 64 x 64: preprocessing is per pixel, so it commutes with mirroring
     plain = Estimator(reference_model_path, backend="refimpl")
     flipped = Estimator(reference_model_path, backend="refimpl", flip=True)
     assert not plain.flip and "flip=True" in repr(flipped)
