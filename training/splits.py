@@ -71,7 +71,7 @@ def select(protocol, samples, val_fraction=0.1, seed=0, folds=5, fold=0):
 
 # the split, sampling and loss options' values in checkpoints of runs that predate them
 STORED_DEFAULTS = {"dataset": "utkface", "protocol": "holdout", "folds": 5, "fold": 0, "set_weights": None,
-                   "loss": "paper", "gender_weight": 1.0}
+                   "loss": "paper", "gender_weight": 1.0, "distill": None, "distill_weight": 0.5}
 
 
 def stored_args(args):

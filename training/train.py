@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import checkpoints, chips, data, splits
+from . import checkpoints, chips, data, splits, teacher
 from .augment import augment
 from .loss import TaskLoss, all_metrics
 from .model import AgeGenderNet, load_onnx_weights
@@ -153,6 +153,12 @@ def train(args, log=print, loss_fn=None):
                 + (f"; {chips.format_detection(found['all'])}" if found else ""))
     if args.init:
         log(f"initialised from {args.init}")
+    gender_targets = males
+    if getattr(args, "distill", None):
+        gender_targets, matched = teacher.mixed_targets(args.distill, samples.paths, males, train_idx,
+                                                        args.distill_weight)
+        log(f"distillation: {matched} of {len(train_idx)} training images get (1 - {args.distill_weight:g}) label + "
+            f"{args.distill_weight:g} P_teacher(male) as their gender target ({args.distill})")
     if loss_fn is None:
         loss_fn = TaskLoss(getattr(args, "loss", "paper"), getattr(args, "gender_weight", 1.0))
     loss_params = list(loss_fn.parameters()) if isinstance(loss_fn, torch.nn.Module) else []
@@ -180,7 +186,7 @@ def train(args, log=print, loss_fn=None):
                              f"{stored_split.limit}); resume with the run's own --dataset, --protocol and split "
                              "options, or the validation images would be trained on")
         changed = [f"--{key.replace('_', '-')} {getattr(stored, key)}"
-                   for key in ("set_weights", "loss", "gender_weight")
+                   for key in ("set_weights", "loss", "gender_weight", "distill", "distill_weight")
                    if getattr(stored, key) != getattr(args, key, splits.STORED_DEFAULTS[key])]
         if changed:
             raise SystemExit(f"error: {checkpoint} was trained with {', '.join(changed)}; resume with the run's own "
@@ -209,7 +215,7 @@ def train(args, log=print, loss_fn=None):
             batch = np.sort(order[step * args.batch_size:(step + 1) * args.batch_size])
             x = augment(torch.from_numpy(np.asarray(images[batch])), generator)
             out = model(x.contiguous(memory_format=torch.channels_last), logits=True)
-            loss, _ = loss_fn(out, torch.from_numpy(ages[batch]), torch.from_numpy(males[batch]))
+            loss, _ = loss_fn(out, torch.from_numpy(ages[batch]), torch.from_numpy(gender_targets[batch]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
