@@ -210,7 +210,7 @@ def make_card(run_dir, eval_json, baseline_json):
                                      "saturation +-20%",
                      "epoch_seconds_median": seconds[len(seconds) // 2],
                      "epoch_seconds_note": "median over all epochs; the machine was shared with other jobs",
-                     "hardware": "2-core AMD EPYC CPU, torch 2.13.0"},
+                     "hardware": hardware((previous or {}).get("hardware"))},
         "metrics": ours["metrics"],
         "metrics_measured_by": f"{ours.get('runtime', 'refimpl')} running this ONNX file on the validation split",
         "mae_by_age_group": ours["mae_by_age_group"],
@@ -225,6 +225,22 @@ def make_card(run_dir, eval_json, baseline_json):
     if sets is not None:
         card["sets"] = sets
     return card, log
+
+
+def hardware(earlier=None):
+    """This machine in words (the card is written where the last stage trained), and the earlier stages' own."""
+    import platform
+
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    text = f"{os.cpu_count()}-core {name} CPU, torch {torch.__version__.split('+')[0]}"
+    return text if not earlier or earlier == text else f"{text} (the earlier stages: {earlier})"
 
 
 def loss_difference(stages):
