@@ -98,3 +98,21 @@ def test_training_with_the_teacher(tmp_path, two_sets, capsys):
     assert f"--distill {tmp_path / 't.npz'} --distill-weight 1" in train[-1]
     assert card["reproduce"].index(teacher[0]) < card["reproduce"].index(train[-1])
     json.dumps(card)
+
+
+def test_the_card_says_which_targets_are_met():
+    from training.card import TARGETS, target_results, targets_markdown
+
+    def entry(mae, gender):
+        return {"metrics": {"ensemble": {"mae": mae, "gender_acc": gender}}}
+
+    card = {"sets": {"utkface": dict(entry(5.1, 0.925), baseline=entry(6.2, 0.92)),
+                     "aaf": dict(entry(6.01, 0.95), baseline=entry(6.0, 0.96))}}
+    got = {(name, what): met for name, what, _, _, met in target_results(card)}
+    assert TARGETS == {"utkface": (5.1, 0.925), "aaf": (6.0, 0.93)}         # the numbers
+    assert got == {("utkface", "age MAE"): True, ("utkface", "gender accuracy"): True,      # at the bound: met
+                   ("aaf", "age MAE"): False, ("aaf", "gender accuracy"): True,
+                   ("aaf", "age MAE below the package's"): False}
+    text = targets_markdown(card)
+    assert "| aaf | age MAE | <= 6.0 | 6.01 | NOT met |" in text
+    assert "| utkface | gender accuracy | >= 92.5% | 92.5% | met |" in text
