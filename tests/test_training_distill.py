@@ -116,3 +116,21 @@ def test_the_card_says_which_targets_are_met():
     text = targets_markdown(card)
     assert "| aaf | age MAE | <= 6.0 | 6.01 | NOT met |" in text
     assert "| utkface | gender accuracy | >= 92.5% | 92.5% | met |" in text
+
+
+def test_the_card_shows_what_mirror_averaging_gains(tmp_path):
+    from training.card import flip_entry, flip_markdown
+
+    def result(mae, gender, flip):
+        ensemble = {"ensemble": {"mae": mae, "gender_acc": gender}}
+        return {"model": "m.onnx", "flip": flip, "split": {"dataset": "utkface,aaf", "seed": 0},
+                "metrics": ensemble, "sets": {"utkface": {"metrics": {"ensemble": {"mae": mae, "gender_acc": gender}}},
+                                              "aaf": {"metrics": {"ensemble": {"mae": mae + 1, "gender_acc": gender}}}}}
+
+    (tmp_path / "e.json").write_text(json.dumps(result(5.2, 0.91, False)))
+    (tmp_path / "f.json").write_text(json.dumps(result(5.1, 0.92, True)))
+    entry = flip_entry(tmp_path / "e.json", tmp_path / "f.json")
+    assert entry["sets"]["aaf"] == {"plain": {"mae": 6.2, "gender_acc": 0.91}, "flip": {"mae": 6.1, "gender_acc": 0.92}}
+    assert "| aaf | 6.20 | 6.10 | 91.0% | 92.0% |" in flip_markdown({"flip": entry})
+    with pytest.raises(SystemExit, match="is not `evaluate --flip` of the same file and split"):
+        flip_entry(tmp_path / "e.json", tmp_path / "e.json")

