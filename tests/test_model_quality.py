@@ -126,3 +126,59 @@ def damaged_copy(tmp_path, parameter, shift):
 def test_the_guard_fails_a_damaged_head(tmp_path, card, validation_subset, parameter, shift, caught):
     failures = quality_failures(head_metrics(damaged_copy(tmp_path, parameter, shift), validation_subset), card)
     assert any(line.startswith(caught) for line in failures), failures
+
+
+# ---- All-Age-Faces, end to end --------------------------------------------------------------------------------
+# The card's AAF figures were measured on the chips of training.chips (the detector and aligner of `agegender
+# predict`, plus a padded second try for tight crops). This guard runs the product itself, Estimator.predict on
+# the photo files, on a fixed subset of the card's AAF validation photos (about 80 ms of detection each), and
+# holds the ensemble to the card's AAF figures with the margin above (3 standard errors, one-sided). The
+# detection rate is held to the card's too, less 3 standard errors: the padded pass is not the product's, and it
+# found 0.2 % of the validation faces.
+AAF_SUBSET_SIZE = 200
+
+
+@pytest.fixture(scope="module")
+def aaf_card(card):
+    if "aaf" not in card.get("sets", {}):
+        pytest.fail("the card has no AAF figures: the shipped weights must be measured on both sets (issue 14)")
+    return card["sets"]["aaf"]
+
+
+def test_bundled_model_keeps_its_aaf_quality_end_to_end(aaf_card):
+    from agegender import Estimator
+    from conftest import aaf_dir
+    from training import data, splits
+
+    folder = aaf_dir()
+    samples = data.aaf(folder)
+    split = aaf_card["split"]
+    _, val = splits.holdout(len(samples), split["val_fraction"], split["seed"])
+    photos = aaf_card["detection"]["val"]["photos"]
+    assert len(val) == photos, f"{folder}: a validation split of {len(val)} photos, the card's has {photos}"
+    chosen = np.sort(np.random.default_rng(SUBSET_SEED).choice(val, AAF_SUBSET_SIZE, replace=False))
+    estimator = Estimator(BUNDLED)
+    found, ages, males, outputs = 0, [], [], {"age": [], "gender": []}
+    for i in chosen:
+        faces = estimator.predict(samples.paths[i])
+        if not faces:
+            continue
+        found += 1
+        ages.append(samples.ages[i])
+        males.append(samples.males[i])
+        for name in outputs:
+            outputs[name].append(faces[0].heads[name])
+    rate, want_rate = found / len(chosen), aaf_card["detection"]["val"]["faces"] / photos
+    rate_margin = MARGIN_SE * math.sqrt(want_rate * (1 - want_rate) / len(chosen))
+    assert rate >= want_rate - rate_margin, (
+        f"faces found in {found} of {len(chosen)} AAF validation photos ({rate:.1%}); the card says {want_rate:.1%} "
+        f"(allowed down to -{rate_margin:.1%})")
+    ages, males, n = np.asarray(ages, np.float64), np.asarray(males), len(ages)
+    population = aaf_card["metrics"]["ensemble"]["n"]
+    shrink = math.sqrt((population - n) / (population - 1))
+    error = np.abs(np.asarray(outputs["age"]) - ages)
+    correct = (np.asarray(outputs["gender"]) >= 0.5) == (males >= 0.5)
+    got = {"mae": error.mean(), "mae_se": error.std(ddof=1) / math.sqrt(n) * shrink, "gender_acc": correct.mean(),
+           "shrink": shrink, "n": n}
+    failures = quality_failures({"ensemble": got}, {"metrics": aaf_card["metrics"]})
+    assert not failures, "AAF, end to end:\n" + "\n".join(failures)

@@ -286,7 +286,9 @@ def write_markdown(card, path):
 - Data: {card['training_data']}.
 - License: {card['license']}.
 - Split: {s['protocol']}, validation fraction {s['val_fraction']} with seed {s['seed']}
-  (`training.splits.holdout`): {s['n_val']} validation images never used for training.
+  (`training.splits.holdout`): {s['n_val']} validation images never used for training. They also chose
+  between candidate runs and settings; there is no separate test split, so these figures are a little optimistic
+  for faces from elsewhere.
 - Training: {t['epochs']} epochs in {len(t['stages'])} stage{'s' if len(t['stages']) > 1 else ''}: {'; then '.join(t['stages'])}.
   Loss: {t['loss']}{' (' + t['loss_vs_formula_3'] + ')' if t.get('loss_vs_formula_3') else ''}; augmentation: {t['augmentation']}; {t['hardware']}, about
   {t['epoch_seconds_median']:.0f} s per epoch.
