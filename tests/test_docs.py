@@ -136,3 +136,27 @@ def test_every_document_with_python_examples_is_collected():
     """The examples this file runs: the README's and predict.md's at least (a rename would drop them silently)."""
     docs = {param.values[0] for param in python_blocks()}
     assert {"README.md", os.path.join("docs", "predict.md")} <= docs, docs
+
+
+def test_readme_model_table_is_the_cards():
+    """README's table of the bundled model's figures is the model card's, number for number (both data sets, ours
+    and the package's), so retraining cannot leave the README behind."""
+    import json
+
+    with open(os.path.join(ROOT, "weights", "agegender.card.json")) as f:
+        card = json.load(f)
+    names = {"UTKFace": "utkface", "AAF": "aaf"}
+    rows = [line for line in open(os.path.join(ROOT, "README.md")).read().splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().split(",")[0] in names]
+    seen = set()
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = names[cells[0].split(",")[0]]
+        entry = card["sets"][name]
+        which = "ours" if cells[1].startswith("this model") else "package"
+        want = (entry if which == "ours" else entry["baseline"])["metrics"]["ensemble"]
+        assert cells[2:5] == [f"{want['mae']:.2f}", f"{want['ca5']:.1%}", f"{want['gender_acc']:.1%}"], (
+            f"README.md: {line!r}; the card says MAE {want['mae']:.2f}, CA(5) {want['ca5']:.1%}, gender "
+            f"{want['gender_acc']:.1%}")
+        seen.add((name, which))
+    assert seen == {(n, w) for n in names.values() for w in ("ours", "package")}, f"README's table has {seen}"

@@ -42,7 +42,8 @@ def plan_runs(args):
     if args.protocol == "all":
         raise SystemExit("error: --protocol all validates on every image and leaves none to train on")
     # absolute paths: a worker's working folder is not ours (and the cache is keyed by the images' paths)
-    absolute = {name: os.path.abspath(getattr(args, name)) for name in ("cache", "init") if getattr(args, name)}
+    absolute = {name: os.path.abspath(getattr(args, name)) for name in ("cache", "init", "distill")
+                if getattr(args, name, None)}
     if getattr(args, "sets", None):                 # require_data's [(name, path)]; --data is their paths joined
         absolute["sets"] = [(name, os.path.abspath(path)) for name, path in args.sets]
         absolute["data"] = ",".join(path for _, path in absolute["sets"])
