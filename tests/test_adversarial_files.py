@@ -221,6 +221,39 @@ def test_an_interrupted_run_is_completed_by_a_rerun(capsys, tmp_path, fake_detec
     assert {n: digest(tmp_path / "ann" / n) for n in finished} == finished
 
 
+# outdir.py writes through openat (a descriptor of the output folder) where os.supports_dir_fd lists every call it
+# makes, else through plain paths. CPython never lists os.replace there (only os.rename, the same renameat), so
+# this Python takes the plain paths; the openat ones run when a test sets _AT_FDS, on a system that has the calls.
+OPENAT_CALLS = {os.open, os.mkdir, os.link, os.rename, os.unlink, os.stat} <= os.supports_dir_fd
+
+
+@pytest.mark.parametrize("openat", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not OPENAT_CALLS, reason="no openat, linkat, renameat here"))])
+def test_a_relative_output_folder_is_checked_inside_itself_not_in_the_current_folder(capsys, tmp_path, monkeypatch,
+                                                                                    fake_detector, openat):
+    """Relative folders, run from the photo's folder: `--annotate .` puts x.jpg.annotated.png beside the photo;
+    then `--annotate ann` must still write ann/x.jpg.annotated.png (the file of that name in the current folder
+    is not in ann), and a rerun into ann keeps it, named as the summary names kept files (DIR/NAME)."""
+    from agegender import outdir
+
+    monkeypatch.setattr(outdir, "_AT_FDS", openat)
+    monkeypatch.chdir(tmp_path)
+    photo(tmp_path / "x.jpg", 1)
+    code, out, err = run(capsys, "predict", "--annotate", ".", "x.jpg")
+    assert code == 0 and wrote(err, "--annotate") == 1, err
+    beside = digest(tmp_path / "x.jpg.annotated.png")
+    code, out, err = run(capsys, "predict", "--annotate", "ann", "x.jpg")
+    assert code == 0 and wrote(err, "--annotate") == 1 and "kept" not in err, err
+    assert files_below(tmp_path / "ann") == {"x.jpg.annotated.png"}
+    written = digest(tmp_path / "ann" / "x.jpg.annotated.png")
+    code, out, err = run(capsys, "predict", "--annotate", "ann", "x.jpg")
+    assert code == 0 and wrote(err, "--annotate") == 0, err
+    kept = os.path.join("ann", "x.jpg.annotated.png")
+    assert f"kept 1 that already existed (--overwrite replaces them), e.g. {kept}" in err
+    assert digest(tmp_path / "ann" / "x.jpg.annotated.png") == written
+    assert digest(tmp_path / "x.jpg.annotated.png") == beside
+
+
 def test_output_folder_that_is_a_file_is_one_line_and_exit_2(capsys, tmp_path, fake_detector):
     photo(tmp_path / "x.png", 1)
     (tmp_path / "taken").write_text("a file")
@@ -280,6 +313,18 @@ def test_odd_names_from_stdin_and_on_a_pipe(odd_folder, tmp_path):
     assert sorted(os.listdir(os.fsencode(tmp_path / "ann"))) == sorted(
         raw + b".annotated.png" for raw in ODD_NAMES if b"\n" not in raw)
 
+
+def test_odd_names_from_a_binary_stdin_in_this_process(capsys, monkeypatch, odd_folder):
+    """sys.stdin with a .buffer (as Python makes it) is read as bytes: a name that is not UTF-8 reaches the file,
+    where the text layer (strict UTF-8 here) would fail on it. A text stdin without .buffer (io.StringIO, put
+    there by a caller) is read as text: test_cli.py's stdin tests."""
+    names = [raw for raw in ODD_NAMES if b"\n" not in raw]
+    data = b"".join(os.path.join(os.fsencode(odd_folder), raw) + b"\n" for raw in names)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="strict"))
+    code, out, err = run(capsys, "predict", "--chips", "--json", "-")
+    assert code == 0, err
+    assert [os.fsencode(unescape_name(row["file"])) for row in json.loads(out)] == [
+        os.path.join(os.fsencode(odd_folder), raw) for raw in names]
 
 def test_names_on_a_terminal_that_is_not_utf8(tmp_path):
     """A latin-1 stdout cannot encode a CJK name: written as \\uXXXX (documented as not reversible), no crash."""

@@ -203,6 +203,20 @@ def test_progress_bar():
     assert list(cli.progress(["a", "b"], stream=quiet)) == ["a", "b"] and quiet.getvalue() == ""   # not a terminal
 
 
+def test_progress_and_no_progress_on_a_terminal(capsys, monkeypatch, chips_dir):
+    """stderr a terminal, JSON on stdout, two files: the bar is drawn by default and with --progress, and
+    --no-progress leaves stderr empty (the results are the same)."""
+    files = [str(chips_dir / "a.png"), str(chips_dir / "b.jpg")]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    runs = {flag: run(capsys, "predict", "--chips", "--json", *flag, *files)
+            for flag in ((), ("--progress",), ("--no-progress",))}
+    for flag, (code, out, err) in runs.items():
+        assert code == 0, (flag, err)
+        assert [row["file"] for row in json.loads(out)] == files
+    bar = f"\rfiles [{'=' * 30}] 2/2\n"
+    assert runs[()][2].endswith(bar) and runs[("--progress",)][2].endswith(bar)
+    assert runs[("--no-progress",)][2] == ""
+
 def test_setup_errors_name_what_is_wrong(capsys, monkeypatch, chips_dir, tmp_path):
     """Each is one line on stderr and exit status 2, naming the thing and what was expected."""
     (tmp_path / "nothing_here" / "sub").mkdir(parents=True)

@@ -57,6 +57,42 @@ def test_extract_chip_averages_when_shrinking_and_is_black_outside():
     assert not far.any() and not far_shrunk.any()
 
 
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_a_chip_over_the_photos_top_left_corner_is_cut_from_the_photo_padded_with_black(k):
+    """A chip whose source area starts 3 chip pixels left of and 2 above the photo, at 1, 2 and 4 photo pixels a
+    chip pixel (2 and 4 average k x k blocks first). Chip pixel (x, y) covers photo pixels k (x - 3) .. k (x - 3)
+    + k - 1 across, so the chip is the k x k block means of the photo padded with 3 k black columns on the left and
+    2 k black rows on top: computed here on the padded photo, without the chip code."""
+    photo = np.random.default_rng(k).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    size, left, top = 12, 3, 2
+    centre = (k - 1) / 2                          # the centre of a k x k block, in photo pixels from its corner
+    chip_to_photo = np.array([[k, 0, centre - k * left], [0, k, centre - k * top]], np.float64)
+    padded = np.zeros((64 + k * top, 48 + k * left, 3), np.float64)
+    padded[k * top:, k * left:] = photo
+    blocks = padded[:k * size, :k * size].reshape(size, k, size, k, 3).mean(axis=(1, 3))
+    expected = np.round(blocks).astype(np.uint8)
+    chip = align.extract_chip(photo, chip_to_photo, size=size)
+    np.testing.assert_array_equal(chip, expected)
+    assert not chip[:top].any() and not chip[:, :left].any() and chip[top:, left:].any()
+
+
+def test_the_landmark_crop_is_clipped_to_the_photo_at_every_edge():
+    """detect._span: [start, stop) clipped to [0, size) and at least one pixel wide, for spans inside, across an
+    edge and wholly outside the photo (a box past the right or bottom edge keeps the last pixel, one past the
+    left or top edge the first)."""
+    from agegender import detect
+
+    size = 50
+    for start in range(-30, 90, 3):
+        for stop in range(start + 1, start + 45, 4):
+            got = detect._span(start, stop, size)
+            inside = (max(start, 0), min(stop, size))
+            if inside[0] < inside[1]:
+                expected = inside
+            else:
+                expected = (size - 1, size) if start >= size else (0, 1)
+            assert got == expected, (start, stop)
+
 def test_utkface_chips_sit_on_dlibs_template():
     """dlib's 5 landmarks on UTKFace chips (padded into a bigger frame) average within 3 px of the template."""
     needs_detector()

@@ -65,6 +65,28 @@ def test_modes_become_rgb(rgb):
         assert np.abs(got.astype(int) - want).max() <= 1, name
 
 
+@pytest.mark.parametrize("band_pixels", [None, 4 * 32])
+@pytest.mark.parametrize("row", [0, -1])
+def test_i_and_f_gray_are_scaled_by_their_largest_value_wherever_it_is(monkeypatch, rgb, row, band_pixels):
+    """32-bit gray is divided by 257 when some value is above 255, float gray is multiplied by 255 when none is
+    above 1.0: decided on the largest value of the whole image, here a single pixel in the first or the last
+    row, the image read whole or in bands of 4 rows. Every other pixel alone would decide the other way."""
+    from agegender import images
+
+    if band_pixels is not None:
+        monkeypatch.setattr(images, "BAND_PIXELS", band_pixels)
+    gray = rgb[:, :, 1].astype(np.float64)                            # 0..234
+    ints = gray.astype(np.int32)
+    ints[row, 5] = 1000
+    floats = (gray / 255).astype(np.float32)
+    floats[row, 5] = 2.0
+    for image, want in ((Image.fromarray(ints), np.round(ints / 257.0)),
+                        (Image.fromarray(floats), np.round(floats.astype(np.float64)))):
+        assert image.mode in ("I", "F")
+        got = to_rgb_array(image)
+        want = np.repeat(np.clip(want, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+        np.testing.assert_array_equal(got, want, err_msg=image.mode)
+
 def test_sixteen_bit_cmyk_palette_and_bilevel_files(tmp_path, rgb):
     gray16 = (rgb[:, :, 0].astype(np.uint16) * 257)
     files = {
