@@ -28,7 +28,9 @@ CHIP_SUFFIX = ".face{}.png"
 _OWN_OUTPUT = {"annotate": re.compile(r"\.annotated\.png\Z"), "chips": re.compile(r"\.face\d+\.png\Z")}
 _TEMP_NAME_BYTES = 150                   # of the name in a temporary name: 255-byte names leave room for the rest
 
-_AT_FDS = {os.open, os.mkdir, os.link, os.replace, os.unlink, os.stat} <= os.supports_dir_fd
+# os.replace takes src_dir_fd/dst_dir_fd wherever os.rename does, but only os.rename is listed in supports_dir_fd
+# (a set of os.replace was never a subset: every write took the plain-path fallback)
+_AT_FDS = {os.open, os.mkdir, os.link, os.rename, os.unlink, os.stat} <= os.supports_dir_fd
 
 
 class OutputFolderError(OSError):

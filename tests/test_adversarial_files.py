@@ -222,9 +222,16 @@ def test_an_interrupted_run_is_completed_by_a_rerun(capsys, tmp_path, fake_detec
 
 
 # outdir.py writes through openat (a descriptor of the output folder) where os.supports_dir_fd lists every call it
-# makes, else through plain paths. CPython never lists os.replace there (only os.rename, the same renameat), so
-# this Python takes the plain paths; the openat ones run when a test sets _AT_FDS, on a system that has the calls.
+# makes, else through plain paths. Its check names os.rename: CPython never lists os.replace there, though both are
+# renameat (naming os.replace once sent every write down the plain paths). Both routes run below.
 OPENAT_CALLS = {os.open, os.mkdir, os.link, os.rename, os.unlink, os.stat} <= os.supports_dir_fd
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux has openat, linkat and renameat")
+def test_the_openat_route_is_the_one_taken_on_linux():
+    from agegender import outdir
+
+    assert OPENAT_CALLS and outdir._AT_FDS, "outdir.py writes through plain paths on Linux, not through openat"
 
 
 @pytest.mark.parametrize("openat", [False, pytest.param(True, marks=pytest.mark.skipif(
