@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import refimpl
-
-from . import align, backends, detect
 from refimpl.ensemble import flip_average
 
+from . import align, backends, detect
 from .errors import ImageError
 from .images import BAND_PIXELS, Picture, as_picture, as_rgb, is_pil_image, read_picture
 
