@@ -134,3 +134,11 @@ def test_the_card_shows_what_mirror_averaging_gains(tmp_path):
     assert "| aaf | 6.20 | 6.10 | 91.0% | 92.0% |" in flip_markdown({"flip": entry})
     with pytest.raises(SystemExit, match="is not `evaluate --flip` of the same file and split"):
         flip_entry(tmp_path / "e.json", tmp_path / "e.json")
+
+
+def test_the_cards_notes_section():
+    from training.card import notes_markdown
+
+    assert notes_markdown({}) == ""
+    assert notes_markdown({"notes": "Two rounds of candidates."}) == (
+        "## How these weights were chosen\n\nTwo rounds of candidates.\n\n")

