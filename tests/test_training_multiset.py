@@ -274,7 +274,9 @@ def test_multiset_options_name_what_is_wrong(tmp_path, monkeypatch, capsys):
     for bad, says in ((["--dataset", "utkface,nope"], "unknown data set 'nope'"),
                       (["--dataset", "aaf,aaf"], "a data set appears twice"),
                       (["--set-weights", "1,inf"], "finite number above 0"),
-                      (["--gender-weight", "-1"], "finite number above 0")):
+                      (["--gender-weight", "-1"], "finite number above 0"),
+                      (["--distill-weight", "2"], "--distill-weight 2.0: expected a number from 0 to 1"),
+                      (["--distill-weight", "half"], "half: expected a number from 0 to 1")):
         with pytest.raises(SystemExit):
             main(["train", *bad])
         assert says in capsys.readouterr().err

